@@ -1,0 +1,91 @@
+"""lttoolkit: a pluggable toolkit for long-tailed visual recognition.
+
+BBN (Zhou et al., CVPR 2020) and the methods it is compared to are assembled
+from registered pieces (samplers, losses, alpha schedules, timm backbones).
+Third-party packages add pieces through entry points.
+
+The public API is what ``__all__`` lists. Names are imported lazily (PEP 562)
+so that ``import lttoolkit`` and the CLI's listing commands stay fast: torch
+and timm are imported the first time something needs them.
+
+>>> import lttoolkit
+>>> "bbn" in lttoolkit.METHODS
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lttoolkit._timm_hook import install_timm_hook
+from lttoolkit._version import __version__
+from lttoolkit.registry import (
+    ALL_REGISTRIES,
+    BACKBONES,
+    LOSSES,
+    METHODS,
+    SAMPLERS,
+    SCHEDULES,
+    Registry,
+    load_plugin,
+)
+
+# name -> module that defines it; resolved on first attribute access.
+_LAZY: dict[str, str] = {
+    "build": "lttoolkit.build",
+    "Recipe": "lttoolkit.recipe",
+    "ComponentSpec": "lttoolkit.recipe",
+    "BilateralWrapper": "lttoolkit.methods.bilateral",
+    "SingleBranchModel": "lttoolkit.methods.single_branch",
+    "create_backbone": "lttoolkit.backbones",
+    "find_last_block": "lttoolkit.methods.bilateral",
+    "errors": "lttoolkit.errors",
+}
+
+__all__ = [
+    "__version__",
+    "build",
+    "load_plugin",
+    "Registry",
+    "Recipe",
+    "ComponentSpec",
+    "BilateralWrapper",
+    "SingleBranchModel",
+    "create_backbone",
+    "find_last_block",
+    "SAMPLERS",
+    "LOSSES",
+    "SCHEDULES",
+    "BACKBONES",
+    "METHODS",
+    "ALL_REGISTRIES",
+    "errors",
+]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
+    from lttoolkit import errors
+    from lttoolkit.backbones import create_backbone
+    from lttoolkit.build import build
+    from lttoolkit.methods.bilateral import BilateralWrapper, find_last_block
+    from lttoolkit.methods.single_branch import SingleBranchModel
+    from lttoolkit.recipe import ComponentSpec, Recipe
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lttoolkit' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    value = mod if name == "errors" else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+# timm.create_model("resnet32_cifar") works once lttoolkit is imported, without
+# importing timm (and torch) here: registration runs when timm finishes importing.
+install_timm_hook()

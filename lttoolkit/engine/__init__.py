@@ -1,0 +1,25 @@
+"""The training engine: configs, datasets for a run, the loop, metrics and checkpoints.
+
+Importing this package imports torch; the CLI imports it only for commands
+that train or evaluate.
+"""
+
+from lttoolkit.engine.config import DataConfig, OptimConfig, RunConfig, TrainConfig, load_config
+from lttoolkit.engine.evaluate import evaluate_checkpoint, load_model, predict
+from lttoolkit.engine.metrics import MetricAccumulator
+from lttoolkit.engine.trainer import Trainer, evaluate_model, train
+
+__all__ = [
+    "RunConfig",
+    "DataConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "load_config",
+    "Trainer",
+    "train",
+    "evaluate_model",
+    "evaluate_checkpoint",
+    "load_model",
+    "predict",
+    "MetricAccumulator",
+]

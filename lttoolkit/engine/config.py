@@ -1,0 +1,204 @@
+"""Training configuration: pydantic v2 models, YAML files and dotted overrides.
+
+An invalid config fails before any work is done, with the field and the reason:
+
+>>> from lttoolkit.engine.config import load_config
+>>> cfg = load_config(None, ["train.epochs=3", "data.batch_size=32"])
+>>> cfg.train.epochs, cfg.data.batch_size, cfg.model["type"]
+(3, 32, 'bbn')
+>>> load_config(None, ["train.epochs=-1"])
+Traceback (most recent call last):
+...
+lttoolkit.errors.ConfigError: invalid config: train.epochs: Input should be greater than 0 (got -1)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lttoolkit.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "RunConfig",
+    "load_config",
+    "apply_overrides",
+    "config_to_yaml",
+]
+
+DATASETS = ("embedded", "fashion_mnist", "cifar10", "cifar100", "image_folder", "json", "text_list")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where the data comes from and how it is made long-tailed and loaded."""
+
+    dataset: Literal["embedded", "fashion_mnist", "cifar10", "cifar100", "image_folder", "json", "text_list"] = (
+        "embedded"
+    )
+    root: str | None = Field(None, description="dataset folder (image root for json/text_list/image_folder)")
+    train_annotations: str | None = Field(None, description="json/text_list: training annotation file")
+    test_annotations: str | None = Field(None, description="json/text_list: test annotation file")
+    allow_outside_root: bool = Field(False, description="let annotation paths point outside root")
+    imbalance_ratio: float | None = Field(
+        None, gt=0, description="make a balanced training set long-tailed (N_max / N_min); None keeps it as is"
+    )
+    profile: Literal["exp", "step"] = "exp"
+    n_max: int | None = Field(None, gt=0, description="images of the head class (default: all it has)")
+    permute_classes: bool = Field(False, description="choose the head class order with the seed")
+    transforms: Literal["auto", "cifar", "mnist", "imagenet"] = "auto"
+    image_size: int | None = Field(None, gt=0)
+    in_chans: Literal[1, 3] | None = Field(None, description="1 or 3; None: the data's own (1 for Fashion-MNIST)")
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="held-out validation split (per class)")
+    batch_size: int = Field(128, gt=0)
+    test_batch_size: int = Field(256, gt=0)
+    num_workers: int = Field(0, ge=0)
+
+
+class OptimConfig(_Strict):
+    """SGD with momentum, linear warm-up, multistep or cosine decay (epoch-wise)."""
+
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(2e-4, ge=0)
+    nesterov: bool = False
+    warmup_epochs: int = Field(5, ge=0)
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = Field(default_factory=lambda: [120, 160])
+    gamma: float = Field(0.01, gt=0, le=1, description="multistep: lr factor at each milestone")
+
+
+class TrainConfig(_Strict):
+    """The loop: epochs, device, precision, evaluation and checkpoint cadence."""
+
+    epochs: int = Field(200, gt=0)
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    amp: bool | Literal["auto"] = Field("auto", description="mixed precision; auto = on for CUDA")
+    eval_every: int = Field(1, gt=0)
+    checkpoint_every: int = Field(1, gt=0)
+    max_steps_per_epoch: int | None = Field(None, gt=0, description="cap steps per epoch (smoke tests)")
+    sync_batchnorm: bool = False
+    bad_image_policy: Literal["error", "skip"] = "error"
+
+
+class RunConfig(_Strict):
+    """A whole training run. Every field can be set on the command line as ``a.b=value``."""
+
+    seed: int = 0
+    output_dir: str = "runs"
+    name: str | None = Field(None, description="run folder name under output_dir (default: method-dataset-time)")
+    plugins: list[str] = Field(default_factory=list, description="modules imported first (lttoolkit.load_plugin)")
+    model: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "bbn", "backbone": "resnet32_cifar"},
+        description="a method and its options: {type: bbn, backbone: ..., sampler: ..., loss: ..., schedule: ...}",
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _model_has_type(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value.get("type"), str) or not value["type"]:
+            raise ValueError("model needs a 'type' naming a method (e.g. bbn, ce); see `lttk list-components methods`")
+        return value
+
+    @model_validator(mode="after")
+    def _milestones_in_range(self) -> RunConfig:
+        bad = [m for m in self.optim.milestones if m <= 0]
+        if bad:
+            raise ValueError(f"optim.milestones must be positive epochs, got {bad}")
+        return self
+
+
+# ----------------------------------------------------------------------------- loading
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif isinstance(child, str) and part != parts[-1]:
+            # "model.loss=focal" then "model.loss.gamma=1": turn the name into a spec dict
+            child = node[part] = {"type": child}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key!r}: {part!r} holds {child!r}, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (values parsed as YAML: ``3``, ``true``, ``[1, 2]``).
+
+    >>> apply_overrides({"train": {"epochs": 200}}, ["train.epochs=10", "model.loss.type=focal"])
+    {'train': {'epochs': 10}, 'model': {'loss': {'type': 'focal'}}}
+    """
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=10)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: cannot parse the value: {exc}") from None
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _format_validation(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = err.get("input")
+        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        lines.append(f"{loc}: {err['msg']}{shown}")
+    return "invalid config: " + "; ".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *, base: Mapping[str, Any] | None = None) -> RunConfig:
+    """Load a YAML config (or the defaults), apply dotted overrides and validate.
+
+    Args:
+        path: a YAML file, or None for the defaults (BBN on the embedded data).
+        overrides: ``key=value`` strings, applied in order.
+        base: a dict to start from instead of a file.
+
+    Raises:
+        ConfigError: unreadable YAML, unknown field or invalid value; the message
+            names the field and the reason.
+    """
+    tree: dict[str, Any] = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file (see examples/configs/)")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))  # safe: a config cannot run code
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level, got {type(loaded).__name__}")
+        tree.update(loaded)
+    tree = apply_overrides(tree, overrides)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc)) from None
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    """The resolved config as YAML (what a run folder stores as ``config.yaml``)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,143 @@
+"""Turn a :class:`~lttoolkit.engine.config.DataConfig` into the datasets of a run.
+
+Class counts are computed here once and handed to the samplers and the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lttoolkit.data import DEFAULT_TRANSFORM_FAMILY, build_transforms, load_dataset
+from lttoolkit.engine.config import DataConfig
+from lttoolkit.errors import ConfigError, DataError
+
+__all__ = ["DataBundle", "build_datasets", "transform_family", "stratified_split"]
+
+# config name -> lttoolkit.data.load_dataset name
+_SOURCES = {
+    "embedded": "fashion_mnist_lt_embedded",
+    "fashion_mnist": "fashion_mnist",
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "image_folder": "image_folder",
+    "json": "json_annotations",
+    "text_list": "text_list",
+}
+_GREY = {"embedded", "fashion_mnist"}
+_DEFAULT_SIZE = {"cifar": 32, "mnist": 28, "fashion_mnist": 28, "imagenet": 224}
+
+
+@dataclass
+class DataBundle:
+    """The datasets of one run and the facts the rest of the run needs."""
+
+    train: Any
+    test: Any
+    val: Any | None
+    num_classes: int
+    classes: list[str]
+    class_counts: list[int]
+    in_chans: int
+    input_size: tuple[int, int, int]
+    family: str
+    skipped: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def transform_family(cfg: DataConfig) -> str:
+    """The transform family of a data config (``auto`` follows the dataset)."""
+    if cfg.transforms != "auto":
+        return cfg.transforms
+    return DEFAULT_TRANSFORM_FAMILY[_SOURCES[cfg.dataset]]
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out ``fraction`` of every class (rounded, at least one image stays in training).
+
+    >>> train, val = stratified_split(np.array([0] * 10 + [1] * 3), 0.2, seed=0)
+    >>> len(train), len(val), sorted(np.bincount(np.array([0] * 10 + [1] * 3)[val]))
+    (10, 3, [1, 2])
+    """
+    rng = np.random.default_rng([seed, 0x5EED])
+    train_idx, val_idx = [], []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rng.shuffle(members)
+        take = min(int(round(fraction * len(members))), len(members) - 1)
+        take = max(take, 1) if len(members) > 1 else 0
+        val_idx.append(members[:take])
+        train_idx.append(members[take:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+
+
+def build_datasets(cfg: DataConfig, *, seed: int = 0) -> DataBundle:
+    """Load, make long-tailed, split and attach transforms as ``cfg`` says.
+
+    Raises:
+        DataError: missing or malformed data, with the path and the fix.
+        ConfigError: options that do not fit the chosen dataset.
+    """
+    source = _SOURCES[cfg.dataset]
+    family = transform_family(cfg)
+    in_chans = cfg.in_chans or (1 if cfg.dataset in _GREY else 3)
+    size = cfg.image_size or _DEFAULT_SIZE.get(family, 224)
+    options: dict[str, Any] = {}
+    if cfg.dataset in ("json", "text_list"):
+        if not cfg.train_annotations or not cfg.test_annotations:
+            raise ConfigError(
+                f"data.dataset={cfg.dataset} needs data.train_annotations and data.test_annotations "
+                f"(annotation files) and data.root (the image folder)"
+            )
+        options["allow_outside_root"] = cfg.allow_outside_root
+    if cfg.dataset in ("json", "text_list", "image_folder"):
+        options["in_chans"] = in_chans
+    if cfg.dataset == "embedded" and cfg.root:
+        raise ConfigError("data.root does not apply to the embedded dataset; remove it or pick another data.dataset")
+
+    def load(split: str, **extra: Any) -> Any:
+        opts = dict(options)
+        if cfg.dataset in ("json", "text_list"):
+            opts["annotations"] = cfg.train_annotations if split == "train" else cfg.test_annotations
+        return load_dataset(source, root=cfg.root, split=split, **opts, **extra)
+
+    lt: dict[str, Any] = {}
+    if cfg.imbalance_ratio is not None:
+        lt = dict(imbalance_ratio=cfg.imbalance_ratio, profile=cfg.profile, n_max=cfg.n_max, seed=seed)
+    elif cfg.n_max is not None or cfg.permute_classes:
+        raise ConfigError("data.n_max and data.permute_classes only apply with data.imbalance_ratio; set it too")
+    train = load("train")
+    if lt:
+        if cfg.permute_classes:
+            lt["class_order"] = [int(c) for c in np.random.default_rng([seed, 0xC1A55]).permutation(train.num_classes)]
+        from lttoolkit.data import make_long_tailed
+
+        indices = make_long_tailed(train.labels, num_classes=train.num_classes, **lt)
+        metadata = {**train.metadata, **{k: v for k, v in lt.items() if k != "seed"}}
+        train = train.subset(indices)
+        train.metadata = metadata
+    test = load("test")
+    if test.num_classes != train.num_classes:
+        raise DataError(
+            f"the training split has {train.num_classes} classes but the test split {test.num_classes}; "
+            f"both must use the same class list"
+        )
+    val = None
+    if cfg.val_fraction > 0:
+        train_idx, val_idx = stratified_split(train.labels, cfg.val_fraction, seed)
+        val = train.subset(val_idx)
+        train = train.subset(train_idx)
+    if len(train) == 0:
+        raise DataError(f"the training set of data.dataset={cfg.dataset} is empty; check data.root and the annotations")
+    train.transform = build_transforms(family, True, in_chans=in_chans, image_size=cfg.image_size)
+    test.transform = build_transforms(family, False, in_chans=in_chans, image_size=cfg.image_size)
+    if val is not None:
+        val.transform = test.transform
+    counts = np.bincount(train.labels, minlength=train.num_classes).tolist()
+    return DataBundle(
+        train=train, test=test, val=val, num_classes=train.num_classes, classes=list(train.classes),
+        class_counts=[int(c) for c in counts], in_chans=in_chans, input_size=(in_chans, size, size), family=family,
+        metadata=dict(train.metadata),
+    )

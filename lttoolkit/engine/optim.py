@@ -1,0 +1,46 @@
+"""Optimizer and learning-rate schedule of the BBN recipes.
+
+SGD with momentum; linear warm-up over the first epochs, then multistep decay
+(BBN CIFAR: x0.01 at epochs 120 and 160) or cosine decay. The schedule is
+stepped once per epoch, like the official code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lttoolkit.engine.config import OptimConfig
+
+__all__ = ["build_optimizer", "build_lr_scheduler", "lr_factor"]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD over the parameters that require gradients (frozen ones are left out)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def lr_factor(epoch: int, cfg: OptimConfig, epochs: int) -> float:
+    """The multiplier of ``cfg.lr`` during ``epoch`` (0-based).
+
+    >>> cfg = OptimConfig(warmup_epochs=5, milestones=[120, 160], gamma=0.01)
+    >>> [lr_factor(e, cfg, 200) for e in (0, 4, 5, 119, 120, 160)]
+    [0.2, 1.0, 1.0, 1.0, 0.01, 0.0001]
+    """
+    if epoch < cfg.warmup_epochs:
+        return (epoch + 1) / cfg.warmup_epochs
+    if cfg.schedule == "multistep":
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        span = max(epochs - cfg.warmup_epochs, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+    return 1.0
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """An epoch-wise :class:`~torch.optim.lr_scheduler.LambdaLR` following :func:`lr_factor`."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, cfg, epochs))

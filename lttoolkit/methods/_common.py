@@ -1,0 +1,32 @@
+"""Helpers the method factories share: resolve and check pieces before any work."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from lttoolkit.recipe import ComponentSpec
+from lttoolkit.registry import LOSSES, SAMPLERS, SCHEDULES, check_options
+
+# Options every sampler/loss receives from the engine, not from the user.
+_ENGINE_SUPPLIED = {"samplers": {"labels", "seed", "num_replicas", "rank"}, "losses": {"class_counts"}}
+
+
+def resolve(kind: str, value: str | Mapping[str, Any] | ComponentSpec) -> ComponentSpec:
+    """Parse a component and check, now, that its name exists and its options fit.
+
+    Samplers and losses are instantiated later (they need the labels), but a
+    typo must fail at build time, before any data is read.
+    """
+    registry = {"samplers": SAMPLERS, "losses": LOSSES, "schedules": SCHEDULES}[kind]
+    spec = ComponentSpec.parse(value)
+    factory = registry.get(spec.type)
+    supplied = _ENGINE_SUPPLIED.get(kind, set())
+    clash = supplied & set(spec.options)
+    if clash:
+        raise ValueError(f"{kind[:-1]} {spec.type!r}: {', '.join(sorted(clash))} is set by the training engine; remove it")
+    check_options(factory, spec.options, what=f"{kind[:-1]} {spec.type!r}")
+    return spec
+
+
+def build_schedule(spec: ComponentSpec) -> Any:
+    return SCHEDULES.build(spec.type, **spec.options)

@@ -1,0 +1,85 @@
+"""The ``bbn`` method: Bilateral-Branch Network with cumulative learning
+(Zhou et al., CVPR 2020), assembled from registered pieces.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from lttoolkit.methods._common import build_schedule, resolve
+from lttoolkit.methods.bilateral import BRANCHES, BilateralWrapper
+from lttoolkit.recipe import ComponentSpec, Recipe
+from lttoolkit.registry import METHODS
+
+__all__ = ["bbn"]
+
+Spec = str | Mapping[str, Any]
+
+
+@METHODS.register(name="bbn")
+def bbn(
+    backbone: Spec = "resnet32_cifar",
+    *,
+    num_classes: int = 1000,
+    pretrained: bool = False,
+    in_chans: int = 3,
+    sampler: Spec = "reversed",
+    conventional_sampler: Spec = "instance",
+    loss: Spec = "cross_entropy",
+    schedule: Spec = "parabolic",
+    split_at: str | None = None,
+    branchwise_norm: bool = True,
+) -> BilateralWrapper:
+    """Bilateral-Branch Network with cumulative learning (Zhou et al. 2020).
+
+    Args:
+        backbone: any backbone name (every timm model, the CIFAR ResNets, a
+            plugin's) or ``{"type": name, **options}``.
+        num_classes: classes of the shared classifier.
+        pretrained: load the backbone's pretrained weights (fails clearly offline).
+        in_chans: input channels (1 for grayscale data).
+        sampler: the re-balancing branch's sampler (BBN: ``"reversed"``).
+        conventional_sampler: the conventional branch's sampler (BBN: ``"instance"``).
+        loss: the loss L in alpha·L(z, y_c) + (1 − alpha)·L(z, y_r).
+        schedule: the alpha schedule (BBN: ``"parabolic"``).
+        split_at: dotted path of the block to duplicate (found automatically).
+        branchwise_norm: batch statistics per branch, as two separate passes.
+
+    Returns:
+        A :class:`BilateralWrapper` with ``.recipe``; ``model(x)`` gives logits.
+
+    >>> from lttoolkit import build
+    >>> model = build("bbn", backbone="resnet20_cifar", num_classes=10, schedule="cosine")
+    >>> model.recipe.samplers["rebalancing"].type, model.recipe.schedule.type
+    ('reversed', 'cosine')
+    """
+    from lttoolkit.backbones import create_backbone
+
+    options = dict(
+        backbone=backbone, num_classes=num_classes, pretrained=pretrained, in_chans=in_chans, sampler=sampler,
+        conventional_sampler=conventional_sampler, loss=loss, schedule=schedule, split_at=split_at,
+        branchwise_norm=branchwise_norm,
+    )
+    samplers = {
+        BRANCHES[0]: resolve("samplers", conventional_sampler),
+        BRANCHES[1]: resolve("samplers", sampler),
+    }
+    loss_spec = resolve("losses", loss)
+    schedule_spec = ComponentSpec.parse(schedule)
+    backbone_spec = ComponentSpec.parse(backbone)
+    net = create_backbone(
+        backbone_spec.as_dict(), pretrained=pretrained, num_classes=num_classes, in_chans=in_chans
+    )
+    model = BilateralWrapper(
+        net, num_classes, split_at=split_at, schedule=build_schedule(schedule_spec), branchwise_norm=branchwise_norm
+    )
+    model.recipe = Recipe(
+        method="bbn", options=_plain(options), backbone=backbone_spec, num_classes=num_classes, in_chans=in_chans,
+        pretrained=pretrained, samplers=samplers, loss=loss_spec, schedule=schedule_spec,
+    )
+    return model
+
+
+def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    # Recipes are stored in checkpoints loaded with weights_only=True: plain data only.
+    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in options.items()}

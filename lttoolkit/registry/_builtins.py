@@ -1,0 +1,66 @@
+"""The builtin components, declared by name without importing them.
+
+Listing (``lttk list-components``) reads this table and never imports torch.
+Each module named here registers the same object with its registry's
+decorator when imported; ``tests/test_registry.py`` checks both agree, so a
+component added to a module but not here (or the reverse) fails the suite.
+"""
+
+from __future__ import annotations
+
+# kind -> [(name, "module:attr", one-line summary)]
+BUILTINS: dict[str, list[tuple[str, str, str]]] = {
+    "samplers": [
+        ("instance", "lttoolkit.samplers.instance:InstanceSampler",
+         "Uniform over images (instance-balanced): BBN's conventional branch."),
+        ("class_balanced", "lttoolkit.samplers.class_weighted:ClassBalancedSampler",
+         "Every class equally likely, then an image uniformly within it."),
+        ("square_root", "lttoolkit.samplers.class_weighted:SquareRootSampler",
+         "Class i drawn with weight sqrt(N_i), then an image within it (Mahajan et al. 2018)."),
+        ("reversed", "lttoolkit.samplers.class_weighted:ReversedSampler",
+         "BBN's re-balancing sampler: class i drawn with weight N_max/N_i, then an image within it."),
+        ("progressive", "lttoolkit.samplers.class_weighted:ProgressiveSampler",
+         "Moves from instance to class-balanced sampling over the epochs (Kang et al. 2020)."),
+    ],
+    "losses": [
+        ("cross_entropy", "lttoolkit.losses.cross_entropy:CrossEntropyLoss",
+         "Softmax cross-entropy, optionally re-weighted per class (with deferred re-weighting)."),
+        ("focal", "lttoolkit.losses.focal:FocalLoss",
+         "Focal loss (Lin et al. 2017); gamma=0 is cross-entropy."),
+        ("class_balanced", "lttoolkit.losses.class_balanced:ClassBalancedLoss",
+         "Class-balanced loss by the effective number of samples (Cui et al. 2019), over CE or focal."),
+        ("ldam", "lttoolkit.losses.ldam:LDAMLoss",
+         "Label-distribution-aware margin loss (Cao et al. 2019), margins ~ N_i^(-1/4)."),
+        ("balanced_softmax", "lttoolkit.losses.balanced_softmax:BalancedSoftmaxLoss",
+         "Balanced softmax (Ren et al. 2020): logits shifted by log N_i during training."),
+        ("logit_adjusted", "lttoolkit.losses.logit_adjusted:LogitAdjustedLoss",
+         "Logit-adjusted loss (Menon et al. 2021): logits + tau * log prior."),
+        ("label_smoothing", "lttoolkit.losses.label_smoothing:LabelSmoothingLoss",
+         "Cross-entropy against label-smoothed targets (Szegedy et al. 2016)."),
+    ],
+    "schedules": [
+        ("parabolic", "lttoolkit.schedules.alpha:ParabolicDecay",
+         "BBN's cumulative-learning default: alpha = 1 - (T/T_max)^2."),
+        ("linear", "lttoolkit.schedules.alpha:LinearDecay",
+         "alpha = 1 - T/T_max."),
+        ("cosine", "lttoolkit.schedules.alpha:CosineDecay",
+         "alpha = cos(pi/2 * T/T_max)."),
+        ("step", "lttoolkit.schedules.alpha:StepDecay",
+         "alpha = 1 before a given epoch, 0 from it on."),
+        ("constant", "lttoolkit.schedules.alpha:ConstantAlpha",
+         "alpha fixed to a value (0.5 by default)."),
+        ("parabolic_increment", "lttoolkit.schedules.alpha:ParabolicIncrement",
+         "alpha = (T/T_max)^2: the reverse of BBN's default, from the paper's ablation."),
+    ],
+    "backbones": [
+        (f"resnet{depth}_cifar", f"lttoolkit.backbones.cifar_resnet:resnet{depth}_cifar",
+         f"ResNet-{depth} for 32x32 inputs (He et al. 2016, CIFAR form: 16/32/64 channels).")
+        for depth in (20, 32, 44, 56, 110)
+    ],
+    "methods": [
+        ("bbn", "lttoolkit.methods.bbn:bbn",
+         "Bilateral-Branch Network with cumulative learning (Zhou et al. 2020)."),
+        ("ce", "lttoolkit.methods.single_branch:ce",
+         "Plain backbone, instance sampling, cross-entropy: the long-tail baseline."),
+    ],
+}

@@ -1,0 +1,114 @@
+"""Plugin discovery: entry points (installed distributions) and plain modules.
+
+Entry points are read with the standard library's :mod:`importlib.metadata`,
+lazily (on a registry's first lookup), once, and in a deterministic order. A
+plugin is not imported until its component is needed, and one that fails to
+import is recorded as *broken* instead of taking the toolkit down.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Iterable
+
+from lttoolkit.errors import PluginLoadError
+from lttoolkit.registry._registry import Entry, registration_source
+
+if TYPE_CHECKING:
+    from lttoolkit.registry._registry import Registry
+
+__all__ = ["plugins_disabled", "discover_into", "load_plugin", "iter_entry_points", "DISABLE_ENV"]
+
+DISABLE_ENV = "LTTK_DISABLE_PLUGINS"
+
+
+def plugins_disabled() -> bool:
+    """True when ``LTTK_DISABLE_PLUGINS`` is set to a true value (1, true, yes, on)."""
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def iter_entry_points(group: str) -> list[EntryPoint]:
+    """Entry points of ``group``, sorted by (name, distribution) and de-duplicated.
+
+    The same distribution can be visible twice on ``sys.path`` (e.g. an editable
+    install plus a build folder); it counts once.
+    """
+    seen: set[tuple[str, str, str]] = set()
+    unique: list[EntryPoint] = []
+    for ep in entry_points(group=group):
+        dist = ep.dist.name if ep.dist is not None else ""
+        key = (ep.name, ep.value, dist)
+        if key not in seen:
+            seen.add(key)
+            unique.append(ep)
+    return sorted(unique, key=lambda ep: (ep.name, ep.dist.name if ep.dist is not None else "", ep.value))
+
+
+def _source_of(ep: EntryPoint) -> tuple[str, str]:
+    if ep.dist is None:
+        return "unknown-distribution", "unknown-distribution"
+    name = ep.dist.name
+    return name, f"{name} {ep.dist.version}"
+
+
+def entries_from(eps: Iterable[EntryPoint], kind: str) -> list[Entry]:
+    """Turn entry points into lazy registry entries (nothing is imported)."""
+    out = []
+    for ep in eps:
+        dist, source = _source_of(ep)
+        out.append(Entry(name=ep.name, kind=kind, source=source, target=ep.value, summary="", distribution=dist))
+    return out
+
+
+def discover_into(registry: Registry) -> None:
+    """Add the entry points of ``registry.group`` to ``registry`` as lazy plugin entries."""
+    if plugins_disabled():
+        return
+    try:
+        eps = iter_entry_points(registry.group)
+    except Exception:  # a corrupt installed METADATA must not break the toolkit
+        return
+    for entry in entries_from(eps, registry.kind):
+        registry.add_plugin_entry(entry)
+
+
+def load_plugin(module: str) -> list[str]:
+    """Import ``module`` so that its decorator registrations take effect.
+
+    This is how components in a module that is not an installed distribution
+    (a file next to your training script, a package under development) join the
+    registries. Registrations made while importing are attributed to
+    ``"module <name>"``.
+
+    Args:
+        module: a dotted module name importable from ``sys.path``.
+
+    Returns:
+        The ``kind:name`` of every component the module registered.
+
+    Raises:
+        PluginLoadError: the module could not be imported; the original error is chained.
+
+    Example:
+        >>> import lttoolkit
+        >>> lttoolkit.load_plugin("lttoolkit.schedules")  # already builtin: registers nothing new
+        []
+    """
+    from lttoolkit.registry import ALL_REGISTRIES
+
+    before = {kind: set(reg._entries) for kind, reg in ALL_REGISTRIES.items()}
+    try:
+        with registration_source(f"module {module}"):
+            importlib.import_module(module)
+    except Exception as exc:
+        raise PluginLoadError(
+            f"could not load plugin module {module!r}: {type(exc).__name__}: {exc}. "
+            f"Check that it is importable (on sys.path / PYTHONPATH) and imports cleanly."
+        ) from exc
+    added = []
+    for kind, reg in ALL_REGISTRIES.items():
+        for name in sorted(set(reg._entries) - before[kind]):
+            added.append(f"{kind}:{name}")
+    return added

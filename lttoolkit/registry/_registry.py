@@ -1,0 +1,421 @@
+"""The generic :class:`Registry`: one instance per kind of component.
+
+Entries are *lazy*: a builtin or an entry-point plugin is known by name, source
+and ``module:attr`` target before its module is imported, so listing components
+never imports torch. The object is imported on first :meth:`Registry.get`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import inspect
+import re
+import threading
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+from lttoolkit.errors import (
+    DuplicateComponentError,
+    PluginLoadError,
+    UnknownComponentError,
+    UnknownOptionError,
+)
+
+__all__ = ["Entry", "Registry", "BUILTIN", "registration_source"]
+
+BUILTIN = "builtin"
+
+# Who is registering right now: "builtin", "<dist> <version>" while an entry point
+# loads, or "module <name>" inside load_plugin(). Decorators read it.
+_SOURCE: ContextVar[str] = ContextVar("lttoolkit_registration_source", default=BUILTIN)
+
+
+@contextmanager
+def registration_source(source: str) -> Iterator[None]:
+    """Attribute registrations made inside the block to ``source``."""
+    token = _SOURCE.set(source)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
+def _natural_key(text: str) -> list[Any]:
+    # "resnet110" sorts after "resnet56", as timm.list_models does.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text.lower())]
+
+
+def _first_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0].strip() if doc.strip() else ""
+
+
+@dataclass
+class Entry:
+    """One registered component.
+
+    Attributes:
+        name: the name users build it by.
+        kind: the registry's kind (``"samplers"``, ``"losses"``, ...).
+        source: ``"builtin"``, ``"<distribution> <version>"`` for an entry-point
+            plugin, or ``"module <name>"`` for :func:`lttoolkit.load_plugin`.
+        target: ``"module:attr"`` of a lazy entry, or ``None``.
+        summary: one line describing the component.
+        obj: the component once loaded.
+        error: the exception that stopped a plugin from loading, if any.
+        shadowed_by: for a plugin whose name clashes with an existing entry,
+            the source of the entry that keeps the name.
+    """
+
+    name: str
+    kind: str
+    source: str = BUILTIN
+    target: str | None = None
+    summary: str = ""
+    obj: Any = None
+    error: BaseException | None = None
+    shadowed_by: str | None = None
+    distribution: str | None = field(default=None, repr=False)
+
+    @property
+    def loaded(self) -> bool:
+        return self.obj is not None
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "broken"
+        if self.shadowed_by is not None:
+            return "shadowed"
+        return "ok"
+
+    @property
+    def is_plugin(self) -> bool:
+        return self.source != BUILTIN
+
+    def describe_error(self) -> str:
+        if self.error is None:
+            return ""
+        return f"{type(self.error).__name__}: {self.error}"
+
+
+class Registry:
+    """A name -> component mapping for one kind of component.
+
+    Args:
+        kind: plural noun used in messages and as the entry-point group suffix
+            (``lttoolkit.<kind>``).
+        fallback: optional ``name -> component | None`` consulted for names not
+            registered here (the backbone registry falls back to timm).
+
+    Example:
+        >>> from lttoolkit.registry import Registry
+        >>> widgets = Registry("widgets")
+        >>> @widgets.register()
+        ... def spinner(speed: int = 1):
+        ...     '''A spinning widget.'''
+        ...     return ("spinner", speed)
+        >>> widgets.build("spinner", speed=3)
+        ('spinner', 3)
+        >>> widgets.build({"type": "spinner"})
+        ('spinner', 1)
+        >>> widgets.list("spin*")
+        ['spinner']
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        group: str | None = None,
+        fallback: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.group = group if group is not None else f"lttoolkit.{kind}"
+        self._entries: dict[str, Entry] = {}
+        self._shadowed: list[Entry] = []
+        self._fallback = fallback
+        self._plugins_discovered = False
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ registration
+    def register(
+        self,
+        obj: Any = None,
+        *,
+        name: str | None = None,
+        force: bool = False,
+        summary: str | None = None,
+    ) -> Any:
+        """Register ``obj`` under ``name`` (default: its ``__name__``).
+
+        Use as ``@registry.register()``, ``@registry.register(name="x")`` or
+        ``registry.register(obj, name="x")``. A second registration of the same
+        name raises :class:`DuplicateComponentError` unless ``force=True``;
+        registering the very same object again is a no-op.
+        """
+        if obj is None:
+            return lambda target: self.register(target, name=name, force=force, summary=summary)
+        key = name or getattr(obj, "__name__", None)
+        if not key:
+            raise ValueError(f"cannot register {obj!r} in {self.kind}: pass name=...")
+        source = _SOURCE.get()
+        with self._lock:
+            existing = self._entries.get(key)
+            if existing is not None and not force:
+                if existing.obj is obj:
+                    return obj
+                # partial objects and instances have no __qualname__: they never match a target.
+                target = f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', '')}"
+                # The module of a lazy entry (or of a plugin that lost a name clash, loaded
+                # as "dist::name") is being imported and registers its own object.
+                for lazy in (existing, *self._shadowed):
+                    if lazy.name == key and lazy.obj is None and lazy.target == target:
+                        lazy.obj = obj
+                        lazy.summary = lazy.summary or summary or _first_line(obj)
+                        return obj
+                raise DuplicateComponentError(
+                    f"{self.kind} already has a component named {key!r} (from {existing.source}); "
+                    f"choose another name or pass force=True to replace it."
+                )
+            self._entries[key] = Entry(
+                name=key,
+                kind=self.kind,
+                source=source,
+                target=None,
+                summary=summary or _first_line(obj),
+                obj=obj,
+            )
+        return obj
+
+    def register_lazy(self, name: str, target: str, summary: str, *, source: str = BUILTIN) -> None:
+        """Declare a component by ``"module:attr"`` without importing it."""
+        with self._lock:
+            if name in self._entries:
+                raise DuplicateComponentError(f"{self.kind} already has a component named {name!r}")
+            self._entries[name] = Entry(name=name, kind=self.kind, source=source, target=target, summary=summary)
+
+    def unregister(self, name: str) -> Entry:
+        """Remove ``name`` and return its entry (mostly for tests)."""
+        with self._lock:
+            return self._entries.pop(name)
+
+    def add_plugin_entry(self, entry: Entry) -> None:
+        """Add a discovered plugin entry; a clash never replaces an existing name."""
+        with self._lock:
+            existing = self._entries.get(entry.name)
+            if existing is not None:
+                entry.shadowed_by = existing.source
+                self._shadowed.append(entry)
+            else:
+                self._entries[entry.name] = entry
+
+    # ------------------------------------------------------------------ lookup
+    def _ensure_plugins(self) -> None:
+        if self._plugins_discovered:
+            return
+        from lttoolkit.registry._plugins import discover_into
+
+        with self._lock:
+            if self._plugins_discovered:
+                return
+            try:
+                discover_into(self)
+            finally:
+                # Set only once the entries are in: another thread must not see a half-filled registry.
+                self._plugins_discovered = True
+
+    def _load(self, entry: Entry) -> Any:
+        if entry.obj is not None:
+            return entry.obj
+        if entry.error is not None:
+            raise _plugin_error(entry)
+        assert entry.target is not None
+        module_name, _, attr = entry.target.partition(":")
+        attr = attr.split("[", 1)[0].strip()  # entry-point values may end in " [extra,...]"
+        try:
+            with registration_source(entry.source):
+                module = importlib.import_module(module_name.strip())
+                obj: Any = module
+                for part in attr.split("."):
+                    obj = getattr(obj, part)
+        except Exception as exc:  # a plugin may fail in any way; keep the cause
+            if not entry.is_plugin:
+                raise
+            entry.error = exc
+            raise _plugin_error(entry) from exc
+        entry.obj = obj
+        if not entry.summary:
+            entry.summary = _first_line(obj)
+        return obj
+
+    def get(self, name: str) -> Any:
+        """Return the component registered as ``name``, importing it if needed.
+
+        Raises:
+            UnknownComponentError: no such name; the message suggests close ones.
+            PluginLoadError: the name belongs to a plugin that failed to import.
+        """
+        self._ensure_plugins()
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._find_qualified(name)
+        if entry is not None:
+            return self._load(entry)
+        if self._fallback is not None:
+            obj = self._fallback(name)
+            if obj is not None:
+                return obj
+        raise UnknownComponentError(self._unknown_message(name))
+
+    def _find_qualified(self, name: str) -> Entry | None:
+        # "<distribution>::<name>" picks a plugin entry that lost a name clash.
+        dist, sep, short = name.partition("::")
+        if not sep:
+            return None
+        for entry in [*self._shadowed, *self._entries.values()]:
+            if entry.name == short and entry.distribution == dist:
+                return entry
+        return None
+
+    def _unknown_message(self, name: str) -> str:
+        names = sorted(self._entries)
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        shown = ", ".join(names[:25]) + (", ..." if len(names) > 25 else "")
+        extra = " (every timm model name is accepted too)" if self._fallback is not None else ""
+        return (
+            f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r} "
+            f"in the {self.kind} registry.{hint} Available{extra}: {shown}. "
+            f"Run `lttk list-components {self.kind}` to see all of them."
+        )
+
+    def entry(self, name: str) -> Entry:
+        """The :class:`Entry` for ``name`` (not loaded)."""
+        self._ensure_plugins()
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._find_qualified(name)
+        if entry is None:
+            raise UnknownComponentError(self._unknown_message(name))
+        return entry
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_plugins()
+        return name in self._entries or (isinstance(name, str) and self._find_qualified(name) is not None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        self._ensure_plugins()
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self._entries)} entries)"
+
+    def list(self, pattern: str | list[str] = "*") -> list[str]:
+        """Names matching ``pattern`` (fnmatch wildcards, or a list of them), naturally sorted."""
+        return [e.name for e in self.entries(pattern)]
+
+    def entries(
+        self, pattern: str | list[str] = "*", *, load: bool | str = False, shadowed: bool = False
+    ) -> list[Entry]:
+        """Entries matching ``pattern``, naturally sorted.
+
+        Args:
+            pattern: fnmatch wildcard(s).
+            load: ``True`` imports every entry; ``"plugins"`` imports only plugin
+                entries (builtins keep their declared summary, so no torch import).
+                A plugin that fails to import is marked broken, not raised.
+            shadowed: include plugin entries that lost a name clash.
+        """
+        self._ensure_plugins()
+        patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+        pool = list(self._entries.values()) + (self._shadowed if shadowed else [])
+        chosen = [e for e in pool if any(fnmatch.fnmatchcase(e.name, p) for p in patterns)]
+        if load:
+            for entry in chosen:
+                if entry.obj is None and entry.error is None and (load is True or entry.is_plugin):
+                    try:
+                        self._load(entry)
+                    except PluginLoadError:
+                        pass  # recorded on the entry as broken
+        return sorted(chosen, key=lambda e: (_natural_key(e.name), e.source))
+
+    @property
+    def shadowed(self) -> list[Entry]:
+        """Plugin entries that lost a name clash (they stay reachable as ``dist::name``)."""
+        self._ensure_plugins()
+        return list(self._shadowed)
+
+    # ------------------------------------------------------------------ building
+    def build(self, spec: str | Mapping[str, Any], /, **options: Any) -> Any:
+        """Build a component from a name plus options, or from ``{"type": name, **options}``.
+
+        Options a component does not accept raise :class:`UnknownOptionError`
+        listing the ones it does.
+        """
+        name, merged = split_spec(spec, options, kind=self.kind)
+        factory = self.get(name)
+        check_options(factory, merged, what=f"{self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}")
+        return factory(**merged)
+
+
+def split_spec(spec: str | Mapping[str, Any], options: Mapping[str, Any], *, kind: str = "component") -> tuple[str, dict[str, Any]]:
+    """Normalise ``"name"`` / ``{"type": "name", ...}`` plus extra options into ``(name, options)``."""
+    if isinstance(spec, str):
+        return spec, dict(options)
+    if isinstance(spec, Mapping):
+        if "type" not in spec:
+            raise UnknownOptionError(
+                f"a {kind} given as a dict needs a 'type' key naming the component, got keys {sorted(spec)}"
+            )
+        merged = {k: v for k, v in spec.items() if k != "type"}
+        merged.update(options)
+        return str(spec["type"]), merged
+    raise TypeError(f"a {kind} must be a name or a {{'type': name, ...}} dict, got {type(spec).__name__}")
+
+
+def accepted_options(factory: Callable[..., Any]) -> tuple[list[str], bool]:
+    """``(names, takes_var_kwargs)`` of the keyword options ``factory`` accepts."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins / C callables: cannot check
+        return [], True
+    names: list[str] = []
+    var_kw = False
+    for param in sig.parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            var_kw = True
+        elif param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            names.append(param.name)
+    return names, var_kw
+
+
+def check_options(factory: Callable[..., Any], options: Mapping[str, Any], *, what: str) -> None:
+    """Raise :class:`UnknownOptionError` if ``factory`` does not take every key of ``options``."""
+    names, var_kw = accepted_options(factory)
+    if var_kw:
+        return
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        hints = []
+        for bad in unknown:
+            close = difflib.get_close_matches(bad, names, n=1)
+            hints.append(f"{bad!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise UnknownOptionError(
+            f"{what} got unknown option(s) {', '.join(hints)}; valid options are: {', '.join(names) or '(none)'}."
+        )
+
+
+def _plugin_error(entry: Entry) -> PluginLoadError:
+    return PluginLoadError(
+        f"{entry.kind[:-1] if entry.kind.endswith('s') else entry.kind} {entry.name!r} comes from plugin "
+        f"{entry.source} ({entry.target}), which failed to load: {entry.describe_error()}. "
+        f"Fix or uninstall that package, or set LTTK_DISABLE_PLUGINS=1 to skip plugins."
+    )

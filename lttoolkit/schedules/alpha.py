@@ -1,0 +1,188 @@
+"""Alpha schedules of cumulative learning (Zhou et al., "BBN", CVPR 2020, Sec. 3.3).
+
+alpha weights the conventional branch against the re-balancing branch. BBN's
+default is the parabolic decay alpha = 1 - (T / T_max)^2 with T the 0-based
+epoch and T_max the number of epochs; the paper's ablation (Table 4) also
+compares linear, cosine and the reversed (increasing) parabola.
+
+These objects are plain Python (no torch), so listing and plotting them is cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol, runtime_checkable
+
+from lttoolkit.errors import ComponentContractError, ConfigError
+from lttoolkit.registry import SCHEDULES
+
+__all__ = [
+    "AlphaSchedule",
+    "ParabolicDecay",
+    "LinearDecay",
+    "CosineDecay",
+    "StepDecay",
+    "ConstantAlpha",
+    "ParabolicIncrement",
+    "checked_alpha",
+]
+
+
+@runtime_checkable
+class AlphaSchedule(Protocol):
+    """What a schedule is: ``schedule(epoch, max_epochs) -> alpha`` in [0, 1]."""
+
+    def __call__(self, epoch: int, max_epochs: int) -> float: ...
+
+
+def checked_alpha(schedule: Any, epoch: int, max_epochs: int, *, name: str = "schedule") -> float:
+    """Call ``schedule`` and check its value, so a broken plugin fails loudly.
+
+    Raises:
+        ComponentContractError: alpha is not a finite number in [0, 1].
+
+    >>> checked_alpha(ParabolicDecay(), 5, 10)
+    0.75
+    """
+    value = schedule(epoch, max_epochs)
+    try:
+        alpha = float(value)
+    except (TypeError, ValueError):
+        raise ComponentContractError(
+            f"alpha schedule {name!r} returned {value!r} at epoch {epoch}/{max_epochs}; it must return a float in [0, 1]."
+        ) from None
+    if not (0.0 <= alpha <= 1.0):  # also catches NaN
+        raise ComponentContractError(
+            f"alpha schedule {name!r} returned {alpha} at epoch {epoch}/{max_epochs}, outside [0, 1]; "
+            f"fix the schedule (or its options) so that it stays within [0, 1]."
+        )
+    return alpha
+
+
+class _ProgressSchedule:
+    """Base for schedules that are a function of progress T / T_max.
+
+    Args:
+        div_epoch_quirk: reproduce the official BBN code, which divides the epoch
+            by ``100 * (max_epochs // 100 + 1)`` instead of ``max_epochs``
+            (so with 90 or 180 epochs alpha never reaches 0: it ends at
+            1 - (89/100)^2 = 0.2079 or 1 - (179/200)^2 = 0.1990). Off by default.
+    """
+
+    def __init__(self, div_epoch_quirk: bool = False) -> None:
+        self.div_epoch_quirk = bool(div_epoch_quirk)
+
+    def _progress(self, epoch: int, max_epochs: int) -> float:
+        if max_epochs <= 0:
+            raise ConfigError(f"max_epochs must be positive, got {max_epochs}")
+        if epoch < 0:
+            raise ConfigError(f"epoch must be >= 0, got {epoch}")
+        divisor = 100 * (max_epochs // 100 + 1) if self.div_epoch_quirk else max_epochs
+        return min(epoch / divisor, 1.0)
+
+    def _value(self, progress: float) -> float:
+        raise NotImplementedError
+
+    def __call__(self, epoch: int, max_epochs: int) -> float:
+        return min(1.0, max(0.0, self._value(self._progress(epoch, max_epochs))))
+
+    def __repr__(self) -> str:
+        quirk = ", div_epoch_quirk=True" if self.div_epoch_quirk else ""
+        return f"{type(self).__name__}({quirk.lstrip(', ')})"
+
+
+@SCHEDULES.register(name="parabolic")
+class ParabolicDecay(_ProgressSchedule):
+    """BBN's cumulative-learning default: alpha = 1 - (T/T_max)^2.
+
+    >>> schedule = ParabolicDecay()
+    >>> [round(schedule(t, 4), 4) for t in range(4)]
+    [1.0, 0.9375, 0.75, 0.4375]
+    >>> round(ParabolicDecay(div_epoch_quirk=True)(89, 90), 4)  # the official code's value
+    0.2079
+    """
+
+    def _value(self, progress: float) -> float:
+        return 1.0 - progress**2
+
+
+@SCHEDULES.register(name="linear")
+class LinearDecay(_ProgressSchedule):
+    """alpha = 1 - T/T_max.
+
+    >>> LinearDecay()(3, 4)
+    0.25
+    """
+
+    def _value(self, progress: float) -> float:
+        return 1.0 - progress
+
+
+@SCHEDULES.register(name="cosine")
+class CosineDecay(_ProgressSchedule):
+    """alpha = cos(pi/2 * T/T_max).
+
+    >>> round(CosineDecay()(2, 4), 4)
+    0.7071
+    """
+
+    def _value(self, progress: float) -> float:
+        return math.cos(math.pi / 2 * progress)
+
+
+@SCHEDULES.register(name="parabolic_increment")
+class ParabolicIncrement(_ProgressSchedule):
+    """alpha = (T/T_max)^2: the reverse of BBN's default, from the paper's ablation.
+
+    >>> ParabolicIncrement()(2, 4)
+    0.25
+    """
+
+    def _value(self, progress: float) -> float:
+        return progress**2
+
+
+@SCHEDULES.register(name="step")
+class StepDecay:
+    """alpha = 1 before ``switch_epoch``, 0 from it on (hard switch, like deferred re-sampling).
+
+    Args:
+        switch_epoch: first epoch with alpha = 0; ``None`` means 80% of the epochs,
+            the DRW/DRS convention of Cao et al. (2019).
+
+    >>> schedule = StepDecay(switch_epoch=3)
+    >>> [schedule(t, 5) for t in range(5)]
+    [1.0, 1.0, 1.0, 0.0, 0.0]
+    """
+
+    def __init__(self, switch_epoch: int | None = None) -> None:
+        if switch_epoch is not None and switch_epoch < 0:
+            raise ConfigError(f"step schedule: switch_epoch must be >= 0, got {switch_epoch}")
+        self.switch_epoch = switch_epoch
+
+    def __call__(self, epoch: int, max_epochs: int) -> float:
+        switch = self.switch_epoch if self.switch_epoch is not None else int(0.8 * max_epochs)
+        return 1.0 if epoch < switch else 0.0
+
+    def __repr__(self) -> str:
+        return f"StepDecay(switch_epoch={self.switch_epoch})"
+
+
+@SCHEDULES.register(name="constant")
+class ConstantAlpha:
+    """alpha fixed to ``value`` (0.5 by default: both branches weighted equally).
+
+    >>> ConstantAlpha(0.3)(7, 10)
+    0.3
+    """
+
+    def __init__(self, value: float = 0.5) -> None:
+        if not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"constant schedule: value must be in [0, 1], got {value}")
+        self.value = float(value)
+
+    def __call__(self, epoch: int, max_epochs: int) -> float:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"ConstantAlpha(value={self.value})"
