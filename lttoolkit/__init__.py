@@ -33,7 +33,7 @@ from lttoolkit.registry import (
 
 # name -> module that defines it; resolved on first attribute access.
 _LAZY: dict[str, str] = {
-    "build": "lttoolkit.build",
+    "build": "lttoolkit._build",
     "Recipe": "lttoolkit.recipe",
     "ComponentSpec": "lttoolkit.recipe",
     "BilateralWrapper": "lttoolkit.methods.bilateral",
@@ -66,7 +66,7 @@ __all__ = [
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from lttoolkit import errors
     from lttoolkit.backbones import create_backbone
-    from lttoolkit.build import build
+    from lttoolkit._build import build
     from lttoolkit.methods.bilateral import BilateralWrapper, find_last_block
     from lttoolkit.methods.single_branch import SingleBranchModel
     from lttoolkit.recipe import ComponentSpec, Recipe

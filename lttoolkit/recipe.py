@@ -75,6 +75,6 @@ class Recipe(BaseModel):
 
     def rebuild(self, **overrides: Any) -> Any:
         """Build the same model again (weights freshly initialised)."""
-        from lttoolkit.build import build
+        from lttoolkit._build import build
 
         return build(self.method, **{**self.options, **overrides})

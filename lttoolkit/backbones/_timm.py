@@ -15,6 +15,7 @@ names the model, the cause and the fixes.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import socket
@@ -146,7 +147,7 @@ def _weight_source(cfg: Any) -> tuple[str, str]:
         return "state_dict", "a state dict"
     if cfg.file:
         return "file", str(cfg.file)
-    if cfg.hf_hub_id:
+    if cfg.hf_hub_id and importlib.util.find_spec("huggingface_hub") is not None:
         return "hub", str(cfg.hf_hub_id)
     if cfg.url:
         return "url", str(cfg.url)
@@ -235,6 +236,7 @@ def _create_pretrained(name: str, kwargs: dict[str, Any]) -> nn.Module:
         except (OSError, RuntimeError) as exc:  # missing file, or a state dict that does not fit
             raise _weights_error(name, f"from {location}", f"{type(exc).__name__}: {exc}") from exc
 
+    cache_miss: OSError | None = None
     if kind == "hub":
         from huggingface_hub import constants
 
@@ -244,13 +246,12 @@ def _create_pretrained(name: str, kwargs: dict[str, Any]) -> nn.Module:
             with _hub_offline():
                 return timm.create_model(name, pretrained=True, **kwargs)
         except OSError as exc:  # not in the cache (LocalEntryNotFoundError, OfflineModeIsEnabled)
-            cache_miss: OSError | None = exc
+            cache_miss = exc
     else:
         url = location
         where = f"from {location}"
         if _torch_hub_cached(location, kwargs.get("cache_dir")):
             return _download(name, where, kwargs)  # torch.hub reads its cache without network
-        cache_miss = None
 
     if _user_offline():
         reason = "they are not in the local cache and offline mode is on (HF_HUB_OFFLINE)"
@@ -265,5 +266,5 @@ def _create_pretrained(name: str, kwargs: dict[str, Any]) -> nn.Module:
 def _download(name: str, where: str, kwargs: dict[str, Any]) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
-    except OSError as exc:  # connection, HTTP and cache errors all derive from OSError
+    except (OSError, RuntimeError) as exc:  # network/HTTP/cache errors are OSErrors; a bad file a RuntimeError
         raise _weights_error(name, where, f"{type(exc).__name__}: {exc}") from exc

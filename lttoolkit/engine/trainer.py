@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lttoolkit._version import __version__
-from lttoolkit.build import build
+from lttoolkit._build import build
 from lttoolkit.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from lttoolkit.engine.config import RunConfig, config_to_yaml, load_config
 from lttoolkit.engine.datasets import DataBundle, build_datasets
@@ -139,6 +139,8 @@ class Trainer:
                            num_replicas=self.dist.world_size, rank=self.dist.rank, **spec.options)
             for i, spec in enumerate(self.recipe.samplers.values())
         ]
+        if hasattr(self.model, "on_train_start"):  # methods that need the class counts (e.g. Remix)
+            self.model.on_train_start(class_counts=list(self.data.class_counts))
         self.loaders = [self._loader(sampler) for sampler in self.samplers]
         self.steps_per_epoch = min(len(loader) for loader in self.loaders)
         if cfg.train.max_steps_per_epoch:

@@ -104,7 +104,7 @@ def load_plugin(module: str) -> list[str]:
             importlib.import_module(module)
     except Exception as exc:
         raise PluginLoadError(
-            f"could not load plugin module {module!r}: {type(exc).__name__}: {exc}. "
+            f"could not load plugin module {module!r}: {type(exc).__name__}: {str(exc).rstrip('.')}. "
             f"Check that it is importable (on sys.path / PYTHONPATH) and imports cleanly."
         ) from exc
     added = []

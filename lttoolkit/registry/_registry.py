@@ -416,6 +416,6 @@ def check_options(factory: Callable[..., Any], options: Mapping[str, Any], *, wh
 def _plugin_error(entry: Entry) -> PluginLoadError:
     return PluginLoadError(
         f"{entry.kind[:-1] if entry.kind.endswith('s') else entry.kind} {entry.name!r} comes from plugin "
-        f"{entry.source} ({entry.target}), which failed to load: {entry.describe_error()}. "
+        f"{entry.source} ({entry.target}), which failed to load: {entry.describe_error().rstrip('.')}. "
         f"Fix or uninstall that package, or set LTTK_DISABLE_PLUGINS=1 to skip plugins."
     )
