@@ -128,7 +128,7 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
         child = node.get(part)
         if child is None:
             child = node[part] = {}
-        elif isinstance(child, str) and part != parts[-1]:
+        elif isinstance(child, str):
             # "model.loss=focal" then "model.loss.gamma=1": turn the name into a spec dict
             child = node[part] = {"type": child}
         if not isinstance(child, dict):
@@ -166,6 +166,16 @@ def _format_validation(exc: ValidationError) -> str:
     return "invalid config: " + "; ".join(lines)
 
 
+def _deep_merge(into: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict) and key != "model":
+            _deep_merge(into[key], value)
+        else:
+            # A `model:` section is a whole recipe: it replaces the default one.
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+    return into
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *, base: Mapping[str, Any] | None = None) -> RunConfig:
     """Load a YAML config (or the defaults), apply dotted overrides and validate.
 
@@ -178,7 +188,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
         ConfigError: unreadable YAML, unknown field or invalid value; the message
             names the field and the reason.
     """
-    tree: dict[str, Any] = dict(base or {})
+    # Start from the defaults so that `model.backbone=x` changes one key of the default
+    # model instead of replacing the whole section.
+    tree: dict[str, Any] = RunConfig().model_dump(mode="json")
+    _deep_merge(tree, dict(base or {}))
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -191,7 +204,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level, got {type(loaded).__name__}")
-        tree.update(loaded)
+        _deep_merge(tree, loaded)
     tree = apply_overrides(tree, overrides)
     try:
         return RunConfig.model_validate(tree)

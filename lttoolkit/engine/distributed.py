@@ -12,14 +12,23 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 
 from lttoolkit.errors import ConfigError
 
-__all__ = ["DistributedInfo", "distributed_session", "current", "shard_indices", "all_reduce_sum", "barrier"]
+__all__ = [
+    "DistributedInfo",
+    "distributed_session",
+    "current",
+    "shard_indices",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_object",
+    "broadcast_buffers",
+]
 
 
 @dataclass(frozen=True)
@@ -103,3 +112,24 @@ def barrier() -> None:
     """Wait for every process (a no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every process (e.g. a run folder name with a timestamp)."""
+    if dist.is_available() and dist.is_initialized():
+        holder = [obj]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+    return obj
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every process.
+
+    DDP keeps parameters equal but each rank's last forward updates its own running
+    statistics; evaluating and checkpointing rank 0's buffers everywhere keeps the
+    distributed evaluation equal to a single-process evaluation of the checkpoint.
+    """
+    if dist.is_available() and dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lttoolkit.engine.checkpoint import load_checkpoint
-from lttoolkit.engine.config import RunConfig, apply_overrides
+from lttoolkit.engine.config import RunConfig, load_config
 from lttoolkit.errors import ConfigError
 from lttoolkit.recipe import Recipe
 
@@ -51,8 +51,8 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *
     from lttoolkit.engine.trainer import evaluate_model, resolve_device
 
     state = load_checkpoint(checkpoint)
-    tree = apply_overrides(dict(state["config"]), overrides)
-    cfg = RunConfig.model_validate(tree)
+    # load_config, not model_validate: a bad override is a ConfigError naming the field.
+    cfg = load_config(None, overrides, base=state["config"])
     torch_device = resolve_device(device)
     model, _ = load_model(state, device=torch_device)
     data = build_datasets(cfg.data, seed=cfg.seed)

@@ -11,6 +11,7 @@ stream per step; an epoch is the first stream's length.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from lttoolkit._version import __version__
 from lttoolkit._build import build
+from lttoolkit.engine import distributed
 from lttoolkit.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from lttoolkit.engine.config import RunConfig, config_to_yaml, load_config
 from lttoolkit.engine.datasets import DataBundle, build_datasets
@@ -69,22 +71,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-@dataclass
-class _Distributed:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _distributed_state() -> _Distributed:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return _Distributed(torch.distributed.get_rank(), torch.distributed.get_world_size())
-    return _Distributed()
-
-
 def _build_model(cfg: RunConfig, data: DataBundle) -> nn.Module:
     options = dict(cfg.model)
     method = options.pop("type")
@@ -124,13 +110,26 @@ class Trainer:
     def __init__(self, cfg: RunConfig, *, run_dir: str | Path | None = None, resume: bool = False,
                  progress: bool = True) -> None:
         self.cfg = cfg
-        self.dist = _distributed_state()
+        self.dist = distributed.current()
         for module in cfg.plugins:
             load_plugin(module)
         self.device = resolve_device(cfg.train.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         seed_everything(cfg.seed)
         self.data = build_datasets(cfg.data, seed=cfg.seed)
         self.model = _build_model(cfg, self.data).to(self.device)
+        if self.dist.enabled and cfg.train.sync_batchnorm:
+            if self.device.type != "cuda":
+                raise ConfigError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run on "
+                                  "the CPU); set train.sync_batchnorm=false for gloo/CPU runs")
+            from lttoolkit.methods.bilateral import convert_sync_batchnorm
+
+            self.model = convert_sync_batchnorm(self.model)
+        # Every rank builds the same initial model (same seed; DDP also broadcasts rank 0's
+        # weights); augmentation then draws different numbers on each rank.
+        if self.dist.enabled:
+            seed_everything(cfg.seed + 7919 * self.dist.rank)
         self.recipe: Recipe = self.model.recipe
         self.criterion = LOSSES.build(self.recipe.loss.type, class_counts=self.data.class_counts,
                                       **self.recipe.loss.options).to(self.device)
@@ -142,7 +141,8 @@ class Trainer:
         if hasattr(self.model, "on_train_start"):  # methods that need the class counts (e.g. Remix)
             self.model.on_train_start(class_counts=list(self.data.class_counts))
         self.loaders = [self._loader(sampler) for sampler in self.samplers]
-        self.steps_per_epoch = min(len(loader) for loader in self.loaders)
+        # An epoch is the conventional (first) stream's length; shorter streams start over.
+        self.steps_per_epoch = len(self.loaders[0])
         if cfg.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
         if self.steps_per_epoch == 0:
@@ -150,12 +150,20 @@ class Trainer:
                 f"an epoch has no step: {len(self.data.train)} training images per process with "
                 f"data.batch_size={cfg.data.batch_size}; lower the batch size"
             )
+        self.forward_model: nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.lr_scheduler = build_lr_scheduler(self.optimizer, cfg.optim, cfg.train.epochs)
         use_amp = cfg.train.amp if isinstance(cfg.train.amp, bool) else self.device.type == "cuda"
         self.amp = bool(use_amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.run_dir = Path(run_dir) if run_dir else Path(cfg.output_dir) / (cfg.name or self._default_name())
+        # Rank 0 names the run (the default name holds a timestamp) and every rank uses it.
+        name = distributed.broadcast_object(cfg.name or self._default_name())
+        self.run_dir = Path(run_dir) if run_dir else Path(cfg.output_dir) / name
         self.start_epoch = 0
         self.best: dict[str, Any] = {"top1": None, "epoch": None, "selected_on": self._selection_split()}
         self.show_progress = progress and self.dist.is_main
@@ -217,9 +225,13 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> dict[str, Any]:
+        """Metrics on the test (or validation) split; under torchrun each rank evaluates a shard
+        and the counts are summed, so the result equals a single-process evaluation."""
         dataset = self.data.test if split == "test" else self.data.val
+        distributed.broadcast_buffers(self.model)
         return evaluate_model(self.model, dataset, self.data.class_counts, device=self.device,
-                              batch_size=self.cfg.data.test_batch_size, num_workers=self.cfg.data.num_workers)
+                              batch_size=self.cfg.data.test_batch_size, num_workers=self.cfg.data.num_workers,
+                              distributed_info=self.dist)
 
     # ------------------------------------------------------------------ the loop
     def _train_epoch(self, epoch: int, progress: TrainingProgress) -> dict[str, float]:
@@ -234,13 +246,13 @@ class Trainer:
         progress.start_epoch(epoch, self.steps_per_epoch)
         total_loss, seen, correct = 0.0, 0, 0
         started = time.perf_counter()
-        for step, batches in enumerate(zip(*self.loaders)):
-            if step >= self.steps_per_epoch:
-                break
+        streams = [iter(self.loaders[0]), *(_endless(loader) for loader in self.loaders[1:])]
+        # islice, not a break: a batch past the last step would be loaded (and augmented) for nothing.
+        for step, batches in enumerate(itertools.islice(zip(*streams), self.steps_per_epoch)):
             images = [x.to(self.device, non_blocking=True) for x, _ in batches]
             targets = [y.to(self.device, non_blocking=True) for _, y in batches]
             with torch.autocast(self.device.type, enabled=self.amp):
-                logits = model(*images, **kwargs)
+                logits = self.forward_model(*images, **kwargs)
                 loss = model.combine_loss(self.criterion, logits, targets, **kwargs)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
@@ -267,6 +279,22 @@ class Trainer:
             **{k: float(v) for k, v in kwargs.items()},
         }
 
+    def _trim_metrics_log(self) -> None:
+        # Keep one line per epoch: drop the lines of epochs that will run again (a resume from
+        # a checkpoint older than the log, or a new run in an old folder).
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by a crash
+                continue
+            if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] < self.start_epoch:
+                kept.append(line + "\n")
+        path.write_text("".join(kept), encoding="utf-8")
+
     def fit(self) -> dict[str, Any]:
         """Train to ``train.epochs`` and return the results (also written to ``results.json``)."""
         cfg = self.cfg
@@ -275,6 +303,7 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
+            self._trim_metrics_log()
         last_test: dict[str, Any] | None = None
         with TrainingProgress(epochs, self.start_epoch, enabled=self.show_progress) as progress:
             progress.log(
@@ -326,15 +355,45 @@ class Trainer:
         return results
 
 
+def _endless(loader: DataLoader) -> Iterator[Any]:
+    """Batches of ``loader``, starting over when it runs out (a re-balancing stream
+    may be shorter than the conventional one that sets the epoch's length)."""
+    iterator = iter(loader)  # now, so streams draw their loader seeds in stream order
+
+    def batches() -> Iterator[Any]:
+        current = iterator
+        while True:
+            empty = True
+            for batch in current:
+                empty = False
+                yield batch
+            if empty:
+                return
+            current = iter(loader)
+
+    return batches()
+
+
 @torch.no_grad()
 def evaluate_model(model: nn.Module, dataset: Any, train_class_counts: Sequence[int], *,
-                   device: torch.device | str = "cpu", batch_size: int = 256, num_workers: int = 0) -> dict[str, Any]:
-    """Top-1/5, many/medium/few-shot, per-class accuracy and confusion matrix of ``model`` on ``dataset``."""
+                   device: torch.device | str = "cpu", batch_size: int = 256, num_workers: int = 0,
+                   distributed_info: distributed.DistributedInfo | None = None) -> dict[str, Any]:
+    """Top-1/5, many/medium/few-shot, per-class accuracy and confusion matrix of ``model`` on ``dataset``.
+
+    With ``distributed_info`` of several processes, each evaluates the disjoint shard
+    ``rank::world_size`` and the confusion counts are summed over processes.
+    """
     model.eval()
+    info = distributed_info or distributed.DistributedInfo()
+    if info.enabled:
+        dataset = torch.utils.data.Subset(dataset, distributed.shard_indices(len(dataset), info))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     meter = MetricAccumulator(len(train_class_counts))
     for images, targets in loader:
         meter.update(model(images.to(device)), targets.to(device))
+    if info.enabled:
+        state = meter.state_tensors(device=device)
+        meter.load_state({name: distributed.all_reduce_sum(tensor) for name, tensor in state.items()})
     return meter.compute(train_class_counts)
 
 
@@ -356,11 +415,13 @@ def train(config: str | Path | RunConfig | None = None, overrides: Sequence[str]
         if not (run_dir / "last.pt").is_file():
             raise ConfigError(f"cannot resume {str(run_dir)!r}: it holds no last.pt (pass the run folder of an earlier run)")
         cfg = load_config(run_dir / "config.yaml", overrides)
-        return Trainer(cfg, run_dir=run_dir, resume=True, progress=progress).fit()
+        with distributed.distributed_session(resolve_device(cfg.train.device).type):
+            return Trainer(cfg, run_dir=run_dir, resume=True, progress=progress).fit()
     if config is None:
         config = quickstart_config_path()
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
-    return Trainer(cfg, progress=progress).fit()
+    with distributed.distributed_session(resolve_device(cfg.train.device).type):
+        return Trainer(cfg, progress=progress).fit()
 
 
 def quickstart_config_path() -> Path:

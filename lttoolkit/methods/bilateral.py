@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from lttoolkit.errors import BackboneSplitError, ComponentContractError
 
-__all__ = ["BilateralWrapper", "BilateralBlock", "find_last_block", "BRANCHES"]
+__all__ = ["BilateralWrapper", "BilateralBlock", "find_last_block", "convert_sync_batchnorm", "BRANCHES"]
 
 BRANCHES = ("conventional", "rebalancing")
 
@@ -138,6 +138,21 @@ def _make_branchwise(module: nn.Module) -> None:
     if cls not in _BRANCHWISE_CLASSES:
         _BRANCHWISE_CLASSES[cls] = type(f"Branchwise{cls.__name__}", (_BranchwiseBatchNorm, cls), {})
     module.__class__ = _BRANCHWISE_CLASSES[cls]
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Turn batch norm into synchronised batch norm for multi-GPU training, keeping
+    the per-branch normalisation of :class:`BilateralWrapper` (timm's converter keeps
+    its fused BatchNormAct layers intact)."""
+    from timm.layers import convert_sync_batchnorm as timm_convert
+
+    branchwise = any(isinstance(m, _BranchwiseBatchNorm) for m in model.modules())
+    converted = timm_convert(model)
+    if branchwise:
+        for module in converted.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                _make_branchwise(module)
+    return converted
 
 
 # --------------------------------------------------------------------------- modules

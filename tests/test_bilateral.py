@@ -1,0 +1,322 @@
+"""BilateralWrapper (BBN, Zhou et al., CVPR 2020) on every backbone family.
+
+The reference for each check is the plain backbone with one branch's copy of
+the duplicated block swapped in: that is what BBN's two separate passes compute.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.testing import assert_close
+
+from lttoolkit.backbones import create_backbone
+from lttoolkit.errors import BackboneSplitError
+from lttoolkit.methods.bilateral import BRANCHES, BilateralBlock, BilateralWrapper, find_last_block
+
+NUM_CLASSES = 5
+PLUGIN = "plugin"
+TOL = {"rtol": 1e-4, "atol": 1e-5}
+
+# name -> (input size, last block of the last stage, its class name)
+FAMILIES = {
+    "resnet20_cifar": (32, "layer3.2", "CifarBasicBlock"),
+    "resnet32_cifar": (32, "layer3.4", "CifarBasicBlock"),
+    "resnet18": (64, "layer4.1", "BasicBlock"),
+    "resnet50": (64, "layer4.2", "Bottleneck"),
+    "resnext50_32x4d": (64, "layer4.2", "Bottleneck"),
+    "convnext_atto": (64, "stages.3.blocks.1", "ConvNeXtBlock"),
+    "efficientnet_b0": (64, "blocks.6.0", "InvertedResidual"),
+    "mobilenetv3_small_100": (64, "blocks.5.0", "ConvBnAct"),
+    "regnetx_002": (64, "s4.b7", "Bottleneck"),
+    "vit_tiny_patch16_224": (224, "blocks.11", "Block"),
+    "deit_tiny_patch16_224": (224, "blocks.11", "Block"),
+    "swin_tiny_patch4_window7_224": (224, "layers.3.blocks.1", "SwinTransformerBlock"),
+    PLUGIN: (16, "stages.1.1", "_TinyBlock"),  # tests/conftest.py registers it as a plugin
+}
+SLOW = {"resnet50", "resnext50_32x4d", "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224"}
+FAMILY_PARAMS = [pytest.param(name, marks=pytest.mark.slow if name in SLOW else ()) for name in FAMILIES]
+
+
+# ---------------------------------------------------------------------------- helpers
+def wrap(name: str, *, split_at: str | None = None, **options: object) -> tuple[BilateralWrapper, nn.Module]:
+    """``(wrapper, plain)``: the wrapped backbone and an untouched copy (classifier removed).
+
+    The re-balancing block is perturbed so the two branches compute different
+    features and a swapped branch cannot go unnoticed.
+    """
+    torch.manual_seed(0)
+    backbone = create_backbone(name, num_classes=NUM_CLASSES, **options)
+    plain = copy.deepcopy(backbone)
+    plain.reset_classifier(0)
+    model = BilateralWrapper(backbone, NUM_CLASSES, split_at=split_at)
+    with torch.no_grad():
+        for param in model.bilateral_block.rebalancing.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return model, plain
+
+
+def load_branch(model: BilateralWrapper, plain: nn.Module, branch: str) -> nn.Module:
+    """Load ``model``'s weights into ``plain``, taking the duplicated block from ``branch``."""
+    source = model.backbone.state_dict()
+    prefix = model.split_at + "."
+    plain.load_state_dict(
+        {key: source[f"{prefix}{branch}.{key[len(prefix):]}" if key.startswith(prefix) else key] for key in plain.state_dict()}
+    )
+    return plain
+
+
+def pooled(net: nn.Module, x: Tensor) -> Tensor:
+    return net.forward_head(net.forward_features(x), pre_logits=True).flatten(1)
+
+
+def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, child = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, module)
+
+
+def images(size: int, batch: int = 2, seed: int = 1) -> Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@dataclass
+class Family:
+    name: str
+    size: int
+    model: BilateralWrapper
+    plain: nn.Module
+    pooled_size: int
+
+
+@pytest.fixture(scope="module", params=FAMILY_PARAMS)
+def family(request: pytest.FixtureRequest) -> Family:
+    key = request.param
+    name = request.getfixturevalue("plugin_backbone") if key == PLUGIN else key
+    size = FAMILIES[key][0]
+    model, plain = wrap(name)
+    with torch.no_grad():
+        pooled_size = pooled(plain.eval(), images(size, batch=1)).shape[1]
+    return Family(key, size, model, plain, pooled_size)
+
+
+# ---------------------------------------------------------------------------- contract, every family
+def test_classifier_reads_both_pooled_features(family: Family) -> None:
+    assert family.model.feature_dim == family.pooled_size
+    assert family.model.classifier.in_features == 2 * family.pooled_size
+    assert family.model.classifier.out_features == NUM_CLASSES
+
+
+def test_branches_share_no_parameter(family: Family) -> None:
+    model = family.model
+    block = model.bilateral_block
+    assert isinstance(block, BilateralBlock)
+    conventional, rebalancing = list(block.conventional.parameters()), list(block.rebalancing.parameters())
+    assert conventional and len(conventional) == len(rebalancing)
+    assert not {id(p) for p in conventional} & {id(p) for p in rebalancing}
+    assert not {p.data_ptr() for p in conventional} & {p.data_ptr() for p in rebalancing}
+
+    groups = model.parameter_groups()
+    assert list(groups) == ["trunk", "conventional", "rebalancing", "classifier"]
+    assert all(groups.values())
+    grouped = [id(p) for group in groups.values() for p in group]
+    assert len(grouped) == len(set(grouped)), "a parameter is in two groups"
+    assert set(grouped) == {id(p) for p in model.parameters()}, "a parameter is in no group"
+    # The block is registered once, so the state dict holds each parameter once.
+    assert len(list(model.named_parameters(remove_duplicate=False))) == len(grouped)
+
+
+@pytest.mark.parametrize("alpha, frozen, trained", [(1.0, "rebalancing", "conventional"), (0.0, "conventional", "rebalancing")])
+def test_alpha_extremes_train_one_branch_only(family: Family, alpha: float, frozen: str, trained: str) -> None:
+    model = family.model.train()
+    model.zero_grad(set_to_none=True)
+    targets = (torch.tensor([0, 1]), torch.tensor([2, 3]))
+    logits = model(images(family.size, seed=2), images(family.size, seed=3), alpha=alpha)
+    model.combine_loss(F.cross_entropy, logits, targets, alpha=alpha).backward()
+    groups = model.parameter_groups()
+    for param in groups[frozen]:
+        assert param.grad is None or not param.grad.any(), f"the {frozen} block got a gradient at alpha={alpha}"
+    for role in (trained, "trunk", "classifier"):
+        assert any(p.grad is not None and p.grad.any() for p in groups[role]), f"no gradient reached the {role}"
+    model.zero_grad(set_to_none=True)
+
+
+def test_inference_runs_trunk_once(family: Family) -> None:
+    model = family.model.eval()
+    block = model.bilateral_block
+    stem = next(
+        m for name, m in model.backbone.named_modules()
+        if not name.startswith(model.split_at) and not list(m.children()) and list(m.parameters(recurse=False))
+    )
+    calls: list[tuple[str, int]] = []
+    handles = [
+        module.register_forward_hook(lambda mod, inputs, out, tag=tag: calls.append((tag, inputs[0].shape[0])))
+        for tag, module in (("stem", stem), *((b, getattr(block, b)) for b in BRANCHES))
+    ]
+    try:
+        with torch.no_grad():
+            model(images(family.size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == [("stem", 2), ("conventional", 2), ("rebalancing", 2)]
+
+
+def test_eval_logits_concatenate_both_branches(family: Family) -> None:
+    model = family.model.eval()
+    x = images(family.size)
+    with torch.no_grad():
+        logits = model(x)
+        f_c, f_r = model.forward_features(x)
+        expected = {branch: pooled(load_branch(model, family.plain, branch).eval(), x) for branch in BRANCHES}
+    assert not torch.allclose(expected["conventional"], expected["rebalancing"]), "branches should differ"
+    assert_close(f_c, expected["conventional"], **TOL)
+    assert_close(f_r, expected["rebalancing"], **TOL)
+    weight, bias = model.classifier.weight, model.classifier.bias
+    assert_close(logits, torch.cat([f_c, f_r], dim=1) @ weight.T + bias, **TOL)
+    w_c, w_r = model.classifier_halves()
+    assert_close(logits, f_c @ w_c.T + f_r @ w_r.T + bias, **TOL)
+
+
+def test_find_last_block(family: Family) -> None:
+    _, path, class_name = FAMILIES[family.name]
+    assert find_last_block(family.plain) == path
+    assert type(family.plain.get_submodule(path)).__name__ == class_name
+    assert family.model.split_at == path
+
+
+# ---------------------------------------------------------------------------- training = two separate passes
+@pytest.mark.parametrize(
+    "name, split_at, options",
+    [
+        ("resnet20_cifar", None, {}),
+        ("resnet20_cifar", "layer3.1", {}),  # layer3.2 then runs on both branches' images
+        pytest.param("efficientnet_b0", None, {"drop_rate": 0.0}, id="efficientnet_b0"),  # bn2 follows the block
+        (PLUGIN, None, {}),  # a batch norm follows the block
+    ],
+)
+def test_training_forward_equals_two_separate_passes(
+    request: pytest.FixtureRequest, name: str, split_at: str | None, options: dict
+) -> None:
+    size = FAMILIES[name][0]
+    if name == PLUGIN:
+        name = request.getfixturevalue("plugin_backbone")
+    model, plain = wrap(name, split_at=split_at, **options)
+    model.train()
+    # One trunk run twice, with each branch's block swapped in: BBN's official two passes.
+    trunk = load_branch(model, plain, "conventional").train()
+    blocks = {"conventional": trunk.get_submodule(model.split_at)}
+    blocks["rebalancing"] = copy.deepcopy(blocks["conventional"])
+    blocks["rebalancing"].load_state_dict(model.bilateral_block.rebalancing.state_dict())
+    classifier = copy.deepcopy(model.classifier)
+
+    alpha, batch = 0.3, 4
+    x_c, x_r = images(size, batch, seed=4), images(size, batch, seed=5)
+    logits = model(x_c, x_r, alpha=alpha)
+    features = {}
+    for branch, x in (("conventional", x_c), ("rebalancing", x_r)):
+        set_submodule(trunk, model.split_at, blocks[branch])
+        features[branch] = pooled(trunk, x)
+    expected = classifier(torch.cat([2 * alpha * features["conventional"], 2 * (1 - alpha) * features["rebalancing"]], 1))
+    assert_close(logits, expected, **TOL)
+
+    cotangent = torch.randn(logits.shape, generator=torch.Generator().manual_seed(6))
+    (logits * cotangent).sum().backward()
+    (expected * cotangent).sum().backward()
+    prefix = model.split_at + "."
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    set_submodule(trunk, model.split_at, blocks["conventional"])
+    for named_ref, named_model in ((trunk.named_parameters(), params), (trunk.named_buffers(), buffers)):
+        for key, ref in named_ref:
+            mapped = f"backbone.{prefix}conventional.{key[len(prefix):]}" if key.startswith(prefix) else f"backbone.{key}"
+            got = named_model[mapped]
+            assert_close(got.grad if isinstance(ref, nn.Parameter) else got, ref.grad if isinstance(ref, nn.Parameter) else ref,
+                         **TOL, msg=lambda m, key=key: f"{key}: {m}")
+    for key, ref in [*blocks["rebalancing"].named_parameters(), *blocks["rebalancing"].named_buffers()]:
+        got = (params | buffers)[f"backbone.{prefix}rebalancing.{key}"]
+        assert_close(got.grad if isinstance(ref, nn.Parameter) else got, ref.grad if isinstance(ref, nn.Parameter) else ref,
+                     **TOL, msg=lambda m, key=key: f"rebalancing {key}: {m}")
+    assert_close(model.classifier.weight.grad, classifier.weight.grad, **TOL)
+    # Running statistics moved: the updates are real, not both left at their initial values.
+    assert any(key.endswith("running_mean") and value.abs().sum() > 0 for key, value in buffers.items())
+
+
+def test_shared_batch_norm_is_what_branchwise_norm_avoids() -> None:
+    # Without branch-wise statistics the trunk's batch norm mixes the two branches'
+    # images, so the equality above is not automatic: it can fail.
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet20_cifar", num_classes=NUM_CLASSES)
+    twin = copy.deepcopy(backbone)
+    shared = BilateralWrapper(backbone, NUM_CLASSES, branchwise_norm=False).train()
+    branchwise = BilateralWrapper(twin, NUM_CLASSES).train()
+    branchwise.load_state_dict(shared.state_dict())
+    x_c, x_r = images(32, 4, seed=4), images(32, 4, seed=5) * 3 + 1
+    with torch.no_grad():
+        assert not torch.allclose(shared(x_c, x_r, alpha=0.5), branchwise(x_c, x_r, alpha=0.5), atol=1e-3)
+
+
+# ---------------------------------------------------------------------------- loss and arguments
+def test_combine_loss_is_bbn_mixture() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    y_c, y_r = torch.tensor([0, 2]), torch.tensor([1, 1])
+    log_p = logits.log_softmax(dim=1)
+    ce_c = -(log_p[0, 0] + log_p[1, 2]) / 2
+    ce_r = -(log_p[0, 1] + log_p[1, 1]) / 2
+    loss = BilateralWrapper.combine_loss(F.cross_entropy, logits, (y_c, y_r), alpha=0.3)
+    assert_close(loss, 0.3 * ce_c + 0.7 * ce_r)
+
+
+def test_training_forward_checks_its_arguments() -> None:
+    model, _ = wrap("resnet20_cifar")
+    with pytest.raises(ValueError, match="alpha"):
+        model(images(32), images(32))
+    with pytest.raises(ValueError, match="same size"):
+        model(images(32, 2), images(32, 3), alpha=0.5)
+
+
+# ---------------------------------------------------------------------------- split point
+def test_explicit_split_at() -> None:
+    model, plain = wrap("resnet18", split_at="layer4.0")
+    assert model.split_at == "layer4.0"
+    assert isinstance(model.backbone.layer4[0], BilateralBlock)
+    assert not isinstance(model.backbone.layer4[1], BilateralBlock)
+    trunk_ids = {id(p) for p in model.parameter_groups()["trunk"]}
+    assert all(id(p) in trunk_ids for p in model.backbone.layer4[1].parameters())
+    x = images(64)
+    with torch.no_grad():
+        f_c, f_r = model.eval().forward_features(x)
+        assert_close(f_c, pooled(load_branch(model, plain, "conventional").eval(), x), **TOL)
+        assert_close(f_r, pooled(load_branch(model, plain, "rebalancing").eval(), x), **TOL)
+
+
+def test_backbone_without_feature_info_needs_split_at(plugin_backbone: str) -> None:
+    def without_feature_info() -> nn.Module:
+        backbone = create_backbone(plugin_backbone, num_classes=3)
+        del backbone.feature_info
+        return backbone
+
+    with pytest.raises(BackboneSplitError, match="split_at") as info:
+        find_last_block(without_feature_info())
+    assert "stages" in str(info.value)  # lists where to look
+    with pytest.raises(BackboneSplitError, match="split_at"):
+        BilateralWrapper(without_feature_info(), 3)
+    model = BilateralWrapper(without_feature_info(), 3, split_at="stages.1.1")
+    assert model.eval()(torch.randn(2, 3, 16, 16)).shape == (2, 3)
+
+
+def test_missing_split_at_raises() -> None:
+    backbone = create_backbone("resnet20_cifar", num_classes=NUM_CLASSES)
+    with pytest.raises(BackboneSplitError, match="'layer9.0'.*split_at"):
+        BilateralWrapper(backbone, NUM_CLASSES, split_at="layer9.0")
+
+
+def test_split_at_outside_the_features_raises() -> None:
+    # fc does not run in forward_head(pre_logits=True), so it never sees the images.
+    model = BilateralWrapper(create_backbone("resnet20_cifar", num_classes=NUM_CLASSES), NUM_CLASSES, split_at="fc")
+    with pytest.raises(BackboneSplitError, match="split_at"):
+        model.eval()(images(32))
