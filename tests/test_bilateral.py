@@ -22,6 +22,7 @@ from lttoolkit.methods.bilateral import BRANCHES, BilateralBlock, BilateralWrapp
 NUM_CLASSES = 5
 PLUGIN = "plugin"
 TOL = {"rtol": 1e-4, "atol": 1e-5}
+TOL64 = {"rtol": 1e-9, "atol": 1e-10}
 
 # name -> (input size, last block of the last stage, its class name)
 FAMILIES = {
@@ -195,18 +196,22 @@ def test_find_last_block(family: Family) -> None:
     [
         ("resnet20_cifar", None, {}),
         ("resnet20_cifar", "layer3.1", {}),  # layer3.2 then runs on both branches' images
-        pytest.param("efficientnet_b0", None, {"drop_rate": 0.0}, id="efficientnet_b0"),  # bn2 follows the block
+        # timm's BatchNormAct2d follows the block; float64 convolutions are slow on CPU.
+        pytest.param("efficientnet_b0", None, {"drop_rate": 0.0}, id="efficientnet_b0", marks=pytest.mark.slow),
         (PLUGIN, None, {}),  # a batch norm follows the block
     ],
 )
 def test_training_forward_equals_two_separate_passes(
     request: pytest.FixtureRequest, name: str, split_at: str | None, options: dict
 ) -> None:
-    size = FAMILIES[name][0]
+    size = min(FAMILIES[name][0], 32)
     if name == PLUGIN:
         name = request.getfixturevalue("plugin_backbone")
     model, plain = wrap(name, split_at=split_at, **options)
-    model.train()
+    # In float64 the two computations agree to rounding; float32 gradients through a
+    # few dozen batch norms over 4 images differ by ~1e-5 of their scale.
+    model.double().train()
+    plain.double()
     # One trunk run twice, with each branch's block swapped in: BBN's official two passes.
     trunk = load_branch(model, plain, "conventional").train()
     blocks = {"conventional": trunk.get_submodule(model.split_at)}
@@ -215,16 +220,16 @@ def test_training_forward_equals_two_separate_passes(
     classifier = copy.deepcopy(model.classifier)
 
     alpha, batch = 0.3, 4
-    x_c, x_r = images(size, batch, seed=4), images(size, batch, seed=5)
+    x_c, x_r = images(size, batch, seed=4).double(), images(size, batch, seed=5).double()
     logits = model(x_c, x_r, alpha=alpha)
     features = {}
     for branch, x in (("conventional", x_c), ("rebalancing", x_r)):
         set_submodule(trunk, model.split_at, blocks[branch])
         features[branch] = pooled(trunk, x)
     expected = classifier(torch.cat([2 * alpha * features["conventional"], 2 * (1 - alpha) * features["rebalancing"]], 1))
-    assert_close(logits, expected, **TOL)
+    assert_close(logits, expected, **TOL64)
 
-    cotangent = torch.randn(logits.shape, generator=torch.Generator().manual_seed(6))
+    cotangent = torch.randn(logits.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     (logits * cotangent).sum().backward()
     (expected * cotangent).sum().backward()
     prefix = model.split_at + "."
@@ -236,12 +241,12 @@ def test_training_forward_equals_two_separate_passes(
             mapped = f"backbone.{prefix}conventional.{key[len(prefix):]}" if key.startswith(prefix) else f"backbone.{key}"
             got = named_model[mapped]
             assert_close(got.grad if isinstance(ref, nn.Parameter) else got, ref.grad if isinstance(ref, nn.Parameter) else ref,
-                         **TOL, msg=lambda m, key=key: f"{key}: {m}")
+                         **TOL64, msg=lambda m, key=key: f"{key}: {m}")
     for key, ref in [*blocks["rebalancing"].named_parameters(), *blocks["rebalancing"].named_buffers()]:
         got = (params | buffers)[f"backbone.{prefix}rebalancing.{key}"]
         assert_close(got.grad if isinstance(ref, nn.Parameter) else got, ref.grad if isinstance(ref, nn.Parameter) else ref,
-                     **TOL, msg=lambda m, key=key: f"rebalancing {key}: {m}")
-    assert_close(model.classifier.weight.grad, classifier.weight.grad, **TOL)
+                     **TOL64, msg=lambda m, key=key: f"rebalancing {key}: {m}")
+    assert_close(model.classifier.weight.grad, classifier.weight.grad, **TOL64)
     # Running statistics moved: the updates are real, not both left at their initial values.
     assert any(key.endswith("running_mean") and value.abs().sum() > 0 for key, value in buffers.items())
 

@@ -21,7 +21,7 @@ import types
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -68,7 +68,7 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> Installed:
 
 
 @pytest.fixture
-def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], str]:
+def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], str]]:
     """Write an importable module into a tmp dir on sys.path; forget it afterwards."""
     folder = tmp_path / "modules"
     folder.mkdir()
@@ -97,7 +97,7 @@ def holder(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
 
 
 @pytest.fixture
-def restore_global_registries():
+def restore_global_registries() -> Iterator[None]:
     """Remove whatever a test's load_plugin() added to the global registries."""
     before = {kind: set(registry.list()) for kind, registry in ALL_REGISTRIES.items()}
     yield
@@ -381,10 +381,18 @@ def test_load_plugin_registers_through_decorators(write_module, restore_global_r
             def __call__(self, epoch, max_epochs):
                 return 0.5
 
+        import torch
+
         @LOSSES.register(name="lttk_test_loss")
-        def lttk_test_loss(class_counts):
+        class LttkTestLoss(torch.nn.Module):
             """A loss that is only a test."""
-            return ("loss", tuple(class_counts))
+
+            def __init__(self, class_counts):
+                super().__init__()
+                self.counts = tuple(class_counts)
+
+            def forward(self, logits, targets):
+                return logits.sum() * 0 + len(self.counts)
     ''')
     assert lttoolkit.load_plugin is load_plugin
     assert load_plugin(module) == ["losses:lttk_test_loss", "schedules:lttk_test_half"]
@@ -392,7 +400,7 @@ def test_load_plugin_registers_through_decorators(write_module, restore_global_r
     assert entry.source == f"module {module}" and entry.is_plugin
     assert entry.summary == "alpha fixed at one half, from a local module."
     assert SCHEDULES.build("lttk_test_half")(3, 10) == 0.5
-    assert ALL_REGISTRIES["losses"].build("lttk_test_loss", class_counts=[3, 1]) == ("loss", (3, 1))
+    assert ALL_REGISTRIES["losses"].build("lttk_test_loss", class_counts=[3, 1]).counts == (3, 1)
     assert load_plugin(module) == []  # already imported: nothing new
 
 

@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        plugins = [*args.plugin, *args.command_plugin]
+        plugins = [*args.plugin, *getattr(args, "command_plugin", [])]
         if plugins:
             from lttoolkit.registry import load_plugin
 

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from lttoolkit.recipe import ComponentSpec
 from lttoolkit.registry import LOSSES, SAMPLERS, SCHEDULES, check_options
+from lttoolkit.registry._registry import singular
 
 # Options every sampler/loss receives from the engine, not from the user.
 _ENGINE_SUPPLIED = {"samplers": {"labels", "seed", "num_replicas", "rank"}, "losses": {"class_counts"}}
@@ -23,8 +24,8 @@ def resolve(kind: str, value: str | Mapping[str, Any] | ComponentSpec) -> Compon
     supplied = _ENGINE_SUPPLIED.get(kind, set())
     clash = supplied & set(spec.options)
     if clash:
-        raise ValueError(f"{kind[:-1]} {spec.type!r}: {', '.join(sorted(clash))} is set by the training engine; remove it")
-    check_options(factory, spec.options, what=f"{kind[:-1]} {spec.type!r}")
+        raise ValueError(f"{singular(kind)} {spec.type!r}: {', '.join(sorted(clash))} is set by the training engine; remove it")
+    check_options(factory, spec.options, what=f"{singular(kind)} {spec.type!r}")
     return spec
 
 

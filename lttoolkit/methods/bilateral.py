@@ -313,7 +313,8 @@ class BilateralWrapper(nn.Module):
 
         if self.schedule is None:
             raise ValueError("this BilateralWrapper has no alpha schedule; pass schedule=...")
-        return {"alpha": checked_alpha(self.schedule, epoch, max_epochs, name=type(self.schedule).__name__)}
+        return {"alpha": checked_alpha(self.schedule, epoch, max_epochs,
+                                        name=f"schedule {type(self.schedule).__name__}")}
 
     @staticmethod
     def combine_loss(

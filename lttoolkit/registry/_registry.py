@@ -44,6 +44,13 @@ def registration_source(source: str) -> Iterator[None]:
         _SOURCE.reset(token)
 
 
+def singular(kind: str) -> str:
+    """``"losses"`` -> ``"loss"``, ``"samplers"`` -> ``"sampler"`` (for messages)."""
+    if kind.endswith("sses"):
+        return kind[:-2]
+    return kind[:-1] if kind.endswith("s") else kind
+
+
 def _natural_key(text: str) -> list[Any]:
     # "resnet110" sorts after "resnet56", as timm.list_models does.
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text.lower())]
@@ -241,7 +248,7 @@ class Registry:
             with registration_source(entry.source):
                 module = importlib.import_module(module_name.strip())
                 obj: Any = module
-                for part in attr.split("."):
+                for part in attr.split(".") if attr else ():  # "module" alone names the module
                     obj = getattr(obj, part)
         except Exception as exc:  # a plugin may fail in any way; keep the cause
             if not entry.is_plugin:
@@ -289,7 +296,7 @@ class Registry:
         shown = ", ".join(names[:25]) + (", ..." if len(names) > 25 else "")
         extra = " (every timm model name is accepted too)" if self._fallback is not None else ""
         return (
-            f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r} "
+            f"unknown {singular(self.kind)} {name!r} "
             f"in the {self.kind} registry.{hint} Available{extra}: {shown}. "
             f"Run `lttk list-components {self.kind}` to see all of them."
         )
@@ -358,12 +365,23 @@ class Registry:
         """Build a component from a name plus options, or from ``{"type": name, **options}``.
 
         Options a component does not accept raise :class:`UnknownOptionError`
-        listing the ones it does.
+        listing the ones it does. A plugin's component is also checked against its
+        protocol (docs/plugins.md); a violation raises ``ComponentContractError``
+        naming the plugin.
         """
         name, merged = split_spec(spec, options, kind=self.kind)
         factory = self.get(name)
-        check_options(factory, merged, what=f"{self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}")
-        return factory(**merged)
+        entry = self._entries.get(name) or self._find_qualified(name)
+        plugin = entry is not None and entry.is_plugin
+        if plugin:
+            from lttoolkit.registry._contracts import check_built, check_factory
+
+            check_factory(self.kind, name, entry.source, factory)
+        check_options(factory, merged, what=f"{singular(self.kind)} {name!r}")
+        built = factory(**merged)
+        if plugin:
+            check_built(self.kind, name, entry.source, built, merged)
+        return built
 
 
 def split_spec(spec: str | Mapping[str, Any], options: Mapping[str, Any], *, kind: str = "component") -> tuple[str, dict[str, Any]]:
@@ -415,7 +433,7 @@ def check_options(factory: Callable[..., Any], options: Mapping[str, Any], *, wh
 
 def _plugin_error(entry: Entry) -> PluginLoadError:
     return PluginLoadError(
-        f"{entry.kind[:-1] if entry.kind.endswith('s') else entry.kind} {entry.name!r} comes from plugin "
+        f"{singular(entry.kind)} {entry.name!r} comes from plugin "
         f"{entry.source} ({entry.target}), which failed to load: {entry.describe_error().rstrip('.')}. "
         f"Fix or uninstall that package, or set LTTK_DISABLE_PLUGINS=1 to skip plugins."
     )

@@ -36,6 +36,7 @@ class AlphaSchedule(Protocol):
 
 
 def checked_alpha(schedule: Any, epoch: int, max_epochs: int, *, name: str = "schedule") -> float:
+    # `name` reads after "alpha": e.g. "schedule 'parabolic' from my-plugin 1.0".
     """Call ``schedule`` and check its value, so a broken plugin fails loudly.
 
     Raises:
@@ -49,11 +50,11 @@ def checked_alpha(schedule: Any, epoch: int, max_epochs: int, *, name: str = "sc
         alpha = float(value)
     except (TypeError, ValueError):
         raise ComponentContractError(
-            f"alpha schedule {name!r} returned {value!r} at epoch {epoch}/{max_epochs}; it must return a float in [0, 1]."
+            f"alpha {name} returned {value!r} at epoch {epoch}/{max_epochs}; it must return a float in [0, 1]."
         ) from None
     if not (0.0 <= alpha <= 1.0):  # also catches NaN
         raise ComponentContractError(
-            f"alpha schedule {name!r} returned {alpha} at epoch {epoch}/{max_epochs}, outside [0, 1]; "
+            f"alpha {name} returned {alpha} at epoch {epoch}/{max_epochs}, outside [0, 1]; "
             f"fix the schedule (or its options) so that it stays within [0, 1]."
         )
     return alpha
