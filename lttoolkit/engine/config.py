@@ -62,6 +62,9 @@ class DataConfig(_Strict):
     batch_size: int = Field(128, gt=0)
     test_batch_size: int = Field(256, gt=0)
     num_workers: int = Field(0, ge=0)
+    bad_image_policy: Literal["error", "skip"] = Field(
+        "error", description="error: stop at an unreadable image, naming it; skip: drop and count unreadable images"
+    )
 
 
 class OptimConfig(_Strict):
@@ -87,7 +90,6 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(1, gt=0)
     max_steps_per_epoch: int | None = Field(None, gt=0, description="cap steps per epoch (smoke tests)")
     sync_batchnorm: bool = False
-    bad_image_policy: Literal["error", "skip"] = "error"
 
 
 class RunConfig(_Strict):

@@ -74,8 +74,38 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
 
 
+def drop_unreadable(dataset: Any) -> tuple[Any, list[str]]:
+    """Drop the images of a file-based dataset that cannot be decoded.
+
+    Every image is opened and decoded once (the ``bad_image_policy: skip`` cost);
+    in-memory datasets have nothing to check.
+
+    Returns:
+        ``(dataset without the bad images, "path: reason" for each dropped one)``.
+    """
+    if not hasattr(dataset, "path"):
+        return dataset, []
+    good, bad = [], []
+    for index in range(len(dataset)):
+        try:
+            dataset.load_image(index)
+        except DataError as exc:
+            bad.append(str(exc))
+        else:
+            good.append(index)
+    return (dataset.subset(good) if bad else dataset), bad
+
+
 def build_datasets(cfg: DataConfig, *, seed: int = 0) -> DataBundle:
     """Load, make long-tailed, split and attach transforms as ``cfg`` says.
+
+    Args:
+        cfg: the data section of a run config.
+        seed: seed of the long-tailed selection and the validation split.
+
+    ``cfg.bad_image_policy``: ``"error"`` stops at the first unreadable image (naming
+    it) when it is loaded; ``"skip"`` decodes every image up front, drops unreadable
+    ones and counts them in ``DataBundle.skipped`` (and in ``results.json``).
 
     Raises:
         DataError: missing or malformed data, with the path and the fix.
@@ -130,6 +160,11 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> DataBundle:
         train_idx, val_idx = stratified_split(train.labels, cfg.val_fraction, seed)
         val = train.subset(val_idx)
         train = train.subset(train_idx)
+    skipped: list[str] = []
+    if cfg.bad_image_policy == "skip":
+        train, bad_train = drop_unreadable(train)
+        test, bad_test = drop_unreadable(test)
+        skipped = bad_train + bad_test
     if len(train) == 0:
         raise DataError(f"the training set of data.dataset={cfg.dataset} is empty; check data.root and the annotations")
     train.transform = build_transforms(family, True, in_chans=in_chans, image_size=cfg.image_size)
@@ -140,5 +175,5 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> DataBundle:
     return DataBundle(
         train=train, test=test, val=val, num_classes=train.num_classes, classes=list(train.classes),
         class_counts=[int(c) for c in counts], in_chans=in_chans, input_size=(in_chans, size, size), family=family,
-        metadata=dict(train.metadata),
+        skipped=len(skipped), metadata={**train.metadata, "skipped_images": skipped[:100]},
     )

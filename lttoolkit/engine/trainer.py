@@ -295,6 +295,15 @@ class Trainer:
                 kept.append(line + "\n")
         path.write_text("".join(kept), encoding="utf-8")
 
+    def _interrupt_hint(self) -> str:
+        last = self.run_dir / "last.pt"
+        if last.is_file():
+            epoch = load_checkpoint(last).get("epoch")
+            held = f"{last} holds epoch {epoch} (0-based)"
+        else:
+            held = "no epoch finished yet, so there is no checkpoint"
+        return (f"[yellow]interrupted[/]: {held}. Continue with: lttk train --resume {self.run_dir}")
+
     def fit(self) -> dict[str, Any]:
         """Train to ``train.epochs`` and return the results (also written to ``results.json``)."""
         cfg = self.cfg
@@ -311,29 +320,34 @@ class Trainer:
                 f"({len(self.data.train)} train / {len(self.data.test)} test images, {self.data.num_classes} classes), "
                 f"{self.steps_per_epoch} steps/epoch, device {self.device}, run dir {self.run_dir}"
             )
-            for epoch in range(self.start_epoch, epochs):
-                record: dict[str, Any] = {"epoch": epoch, **self._train_epoch(epoch, progress)}
-                self.lr_scheduler.step()
-                is_last = epoch == epochs - 1
-                if is_last or (epoch + 1) % cfg.train.eval_every == 0:
-                    last_test = self.evaluate("test")
-                    record.update({f"test_{k}": last_test[k] for k in
-                                   ("top1", "top5", "many_shot", "medium_shot", "few_shot") if k in last_test})
-                    selected = self.evaluate("val") if self.data.val is not None else last_test
-                    if self.data.val is not None:
-                        record["val_top1"] = selected["top1"]
-                    if self.best["top1"] is None or selected["top1"] > self.best["top1"]:
-                        self.best.update(top1=selected["top1"], epoch=epoch)
-                        if main:
-                            save_checkpoint(self._state(epoch), self.run_dir / "best.pt")
+            try:
+                for epoch in range(self.start_epoch, epochs):
+                    record: dict[str, Any] = {"epoch": epoch, **self._train_epoch(epoch, progress)}
+                    self.lr_scheduler.step()
+                    is_last = epoch == epochs - 1
+                    if is_last or (epoch + 1) % cfg.train.eval_every == 0:
+                        last_test = self.evaluate("test")
+                        record.update({f"test_{k}": last_test[k] for k in
+                                       ("top1", "top5", "many_shot", "medium_shot", "few_shot") if k in last_test})
+                        selected = self.evaluate("val") if self.data.val is not None else last_test
+                        if self.data.val is not None:
+                            record["val_top1"] = selected["top1"]
+                        if self.best["top1"] is None or selected["top1"] > self.best["top1"]:
+                            self.best.update(top1=selected["top1"], epoch=epoch)
+                            if main:
+                                save_checkpoint(self._state(epoch), self.run_dir / "best.pt")
+                    if main:
+                        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                            fh.write(json.dumps(record) + "\n")
+                        if is_last or (epoch + 1) % cfg.train.checkpoint_every == 0:
+                            save_checkpoint(self._state(epoch), self.run_dir / "last.pt")
+                    progress.end_epoch(
+                        f"loss {record['loss']:.4f} test top-1 {format_metric(record.get('test_top1'))}"
+                    )
+            except KeyboardInterrupt:
                 if main:
-                    with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                        fh.write(json.dumps(record) + "\n")
-                    if is_last or (epoch + 1) % cfg.train.checkpoint_every == 0:
-                        save_checkpoint(self._state(epoch), self.run_dir / "last.pt")
-                progress.end_epoch(
-                    f"loss {record['loss']:.4f} test top-1 {format_metric(record.get('test_top1'))}"
-                )
+                    progress.log(self._interrupt_hint())
+                raise
         if last_test is None:  # resumed after the last epoch: evaluate what we have
             last_test = self.evaluate("test")
         results = {
