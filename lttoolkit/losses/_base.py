@@ -185,6 +185,9 @@ class LongTailLoss(nn.Module):
             applies the weights from the start. If ``drw_epoch`` is set while
             ``reweight="none"``, the effective number is used, as in LDAM-DRW
             (Cao et al., 2019).
+        drw_fraction: deferred re-weighting from a fraction of training instead of
+            a fixed epoch: the switch happens at ``int(drw_fraction * max_epochs)``
+            (0.8 gives LDAM-DRW's epoch 160 of 200). Exclusive with ``drw_epoch``.
 
     Attributes:
         class_counts: ``int64`` buffer ``[C]``.
@@ -207,15 +210,22 @@ class LongTailLoss(nn.Module):
         reweight: str = "none",
         beta: float = 0.9999,
         drw_epoch: int | None = None,
+        drw_fraction: float | None = None,
     ) -> None:
         super().__init__()
         counts = as_class_counts(class_counts)
+        if drw_fraction is not None:
+            if drw_epoch is not None:
+                raise ConfigError("give drw_epoch or drw_fraction, not both")
+            if not 0.0 <= float(drw_fraction) <= 1.0:
+                raise ConfigError(f"drw_fraction must be in [0, 1], got {drw_fraction!r}")
+        self.drw_fraction = None if drw_fraction is None else float(drw_fraction)
         check_choice("reweight", reweight, REWEIGHT_SCHEMES)
         self.beta = check_beta(beta)
         if drw_epoch is not None and (isinstance(drw_epoch, bool) or not isinstance(drw_epoch, numbers.Integral)
                                       or drw_epoch < 0):
             raise ConfigError(f"drw_epoch must be None or a whole number >= 0, got {drw_epoch!r}")
-        if drw_epoch is not None and reweight == "none":
+        if (drw_epoch is not None or drw_fraction is not None) and reweight == "none":
             reweight = "effective_number"
         self.reweight = reweight
         self.drw_epoch = None if drw_epoch is None else int(drw_epoch)
@@ -234,6 +244,8 @@ class LongTailLoss(nn.Module):
         """Whether the class weights apply at the current epoch."""
         if self.reweight == "none":
             return False
+        if self.drw_fraction is not None and self.drw_epoch is None:
+            return False  # not told the number of epochs yet: still before the switch
         return self.drw_epoch is None or self.epoch >= self.drw_epoch
 
     def current_weights(self) -> Tensor | None:
@@ -251,6 +263,10 @@ class LongTailLoss(nn.Module):
         if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
             raise ConfigError(f"set_epoch: epoch must be a whole number >= 0, got {epoch!r}")
         self.epoch = int(epoch)
+        if self.drw_fraction is not None:
+            if max_epochs is None:
+                raise ConfigError("drw_fraction needs set_epoch(epoch, max_epochs) with the number of epochs")
+            self.drw_epoch = int(self.drw_fraction * max_epochs)
         if (self.drw_epoch is not None and max_epochs is not None and self.drw_epoch >= max_epochs
                 and not self._warned_drw):
             self._warned_drw = True

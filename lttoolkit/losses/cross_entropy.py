@@ -48,8 +48,9 @@ class CrossEntropyLoss(LongTailLoss):
         reweight: str = "none",
         beta: float = 0.9999,
         drw_epoch: int | None = None,
+        drw_fraction: float | None = None,
     ) -> None:
-        super().__init__(class_counts, reweight=reweight, beta=beta, drw_epoch=drw_epoch)
+        super().__init__(class_counts, reweight=reweight, beta=beta, drw_epoch=drw_epoch, drw_fraction=drw_fraction)
 
     def per_sample_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(logits, targets, reduction="none")

@@ -48,8 +48,9 @@ class LabelSmoothingLoss(LongTailLoss):
         reweight: str = "none",
         beta: float = 0.9999,
         drw_epoch: int | None = None,
+        drw_fraction: float | None = None,
     ) -> None:
-        super().__init__(class_counts, reweight=reweight, beta=beta, drw_epoch=drw_epoch)
+        super().__init__(class_counts, reweight=reweight, beta=beta, drw_epoch=drw_epoch, drw_fraction=drw_fraction)
         if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0.0 <= smoothing < 1.0:
             raise ConfigError(f"smoothing must be a number with 0 <= smoothing < 1 (e.g. 0.1), got {smoothing!r}")
         self.smoothing = float(smoothing)

@@ -84,8 +84,9 @@ class LDAMLoss(LongTailLoss):
         reweight: str = "none",
         beta: float = 0.9999,
         drw_epoch: int | None = None,
+        drw_fraction: float | None = None,
     ) -> None:
-        super().__init__(class_counts, reweight=reweight, beta=beta, drw_epoch=drw_epoch)
+        super().__init__(class_counts, reweight=reweight, beta=beta, drw_epoch=drw_epoch, drw_fraction=drw_fraction)
         if isinstance(s, bool) or not isinstance(s, numbers.Real) or not math.isfinite(s) or s <= 0:
             raise ConfigError(f"s (the LDAM logit scale) must be a finite number > 0, got {s!r}")
         self.s = float(s)

@@ -65,13 +65,15 @@ def bbn(
         BRANCHES[1]: resolve("samplers", sampler),
     }
     loss_spec = resolve("losses", loss)
-    schedule_spec = ComponentSpec.parse(schedule)
+    schedule_spec = resolve("schedules", schedule)
+    # Before the backbone: a typo in the schedule must not wait for (pretrained) weights.
+    alpha_schedule = build_schedule(schedule_spec)
     backbone_spec = ComponentSpec.parse(backbone)
     net = create_backbone(
         backbone_spec.as_dict(), pretrained=pretrained, num_classes=num_classes, in_chans=in_chans
     )
     model = BilateralWrapper(
-        net, num_classes, split_at=split_at, schedule=build_schedule(schedule_spec), branchwise_norm=branchwise_norm
+        net, num_classes, split_at=split_at, schedule=alpha_schedule, branchwise_norm=branchwise_norm
     )
     model.recipe = Recipe(
         method="bbn", options=_plain(options), backbone=backbone_spec, num_classes=num_classes, in_chans=in_chans,
@@ -82,4 +84,7 @@ def bbn(
 
 def _plain(options: dict[str, Any]) -> dict[str, Any]:
     # Recipes are stored in checkpoints loaded with weights_only=True: plain data only.
-    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in options.items()}
+    return {
+        k: (v.as_dict() if isinstance(v, ComponentSpec) else dict(v) if isinstance(v, Mapping) else v)
+        for k, v in options.items()
+    }

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lttoolkit.methods._common import resolve
@@ -15,16 +17,39 @@ from lttoolkit.methods.bbn import _plain
 from lttoolkit.recipe import ComponentSpec, Recipe
 from lttoolkit.registry import METHODS
 
-__all__ = ["SingleBranchModel", "ce"]
+__all__ = ["SingleBranchModel", "CosineClassifier", "single_branch", "ce"]
 
 Spec = str | Mapping[str, Any]
+
+
+class CosineClassifier(nn.Module):
+    """Linear classifier on L2-normalised features and weights (cosine logits in [-1, 1]).
+
+    LDAM-DRW (Cao et al. 2019) uses it with the loss's scale ``s``.
+
+    >>> head = CosineClassifier(4, 3)
+    >>> bool(head(torch.randn(2, 4)).abs().max() <= 1.0)
+    True
+    """
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features).uniform_(-1, 1).renorm_(2, 0, 1e-5).mul_(1e5))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return F.linear(F.normalize(features, dim=1), F.normalize(self.weight, dim=1))
 
 
 class SingleBranchModel(nn.Module):
     """A backbone with its own classifier, trained on one input stream.
 
     Args:
-        backbone: a timm-style model whose ``forward`` returns logits.
+        backbone: a timm-style model whose ``forward`` returns logits (or pooled
+            features, when ``head`` is given and the backbone has no classifier).
+        head: an optional classifier replacing the backbone's own.
+        posthoc_tau: post-hoc logit adjustment (Menon et al. 2021): at inference
+            the logits become ``z - tau * log(prior)``, the prior being the
+            training class frequencies handed over by :meth:`on_train_start`.
 
     >>> import torch
     >>> from lttoolkit.backbones import create_backbone
@@ -35,12 +60,25 @@ class SingleBranchModel(nn.Module):
 
     stream_names: tuple[str, ...] = ("main",)
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, *, head: nn.Module | None = None, posthoc_tau: float = 0.0) -> None:
         super().__init__()
         self.backbone = backbone
+        self.head = head
+        self.posthoc_tau = float(posthoc_tau)
+        num_classes = _num_outputs(head if head is not None else backbone)
+        # Saved with the weights, so an evaluated checkpoint applies the same adjustment.
+        self.register_buffer("log_prior", torch.zeros(num_classes))
+
+    def on_train_start(self, class_counts: Sequence[int]) -> None:
+        """Remember the training prior (used by post-hoc logit adjustment)."""
+        counts = torch.as_tensor(list(class_counts), dtype=torch.float32).clamp_min(1.0)
+        self.log_prior.copy_((counts / counts.sum()).log().to(self.log_prior.device))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.backbone(x)
+        logits = self.backbone(x) if self.head is None else self.head(self.backbone(x))
+        if self.posthoc_tau and not self.training:
+            logits = logits - self.posthoc_tau * self.log_prior
+        return logits
 
     def training_kwargs(self, epoch: int, max_epochs: int) -> dict[str, float]:
         return {}
@@ -51,12 +89,28 @@ class SingleBranchModel(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by role: ``trunk`` (everything but the classifier) and ``classifier``."""
-        head = self.backbone.get_classifier() if hasattr(self.backbone, "get_classifier") else None
+        head = self.classifier
         head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
         return {
             "trunk": [p for p in self.backbone.parameters() if id(p) not in head_ids],
-            "classifier": [p for p in self.backbone.parameters() if id(p) in head_ids],
+            "classifier": [p for p in self.parameters() if id(p) in head_ids],
         }
+
+    @property
+    def classifier(self) -> nn.Module | None:
+        """The final classifier: the separate head, or the backbone's own."""
+        if self.head is not None:
+            return self.head
+        return self.backbone.get_classifier() if hasattr(self.backbone, "get_classifier") else None
+
+
+def _num_outputs(module: nn.Module) -> int:
+    if isinstance(module, CosineClassifier):
+        return module.weight.shape[0]
+    head = module.get_classifier() if hasattr(module, "get_classifier") else None
+    if isinstance(head, nn.Linear):
+        return head.out_features
+    return int(getattr(module, "num_classes", 0) or 0)
 
 
 def single_branch(
@@ -68,16 +122,34 @@ def single_branch(
     in_chans: int,
     sampler: Spec,
     loss: Spec,
+    classifier: str = "linear",
+    posthoc_tau: float = 0.0,
+    extra_options: dict[str, Any] | None = None,
 ) -> SingleBranchModel:
-    """Assemble a :class:`SingleBranchModel` and its recipe (shared by single-branch presets)."""
+    """Assemble a :class:`SingleBranchModel` and its recipe (shared by single-branch presets).
+
+    Args:
+        classifier: ``"linear"`` (the backbone's own) or ``"cosine"`` (:class:`CosineClassifier`).
+        posthoc_tau: post-hoc logit adjustment at inference (0 = off).
+        extra_options: the preset's own options (instead of ``loss``), recorded in the
+            recipe so that ``build(method, **recipe.options)`` rebuilds the model.
+    """
     from lttoolkit.backbones import create_backbone
 
+    if classifier not in ("linear", "cosine"):
+        raise ValueError(f"classifier must be 'linear' or 'cosine', got {classifier!r}")
+    # What the method was called with, so `Recipe.rebuild()` calls it the same way.
     options = dict(backbone=backbone, num_classes=num_classes, pretrained=pretrained, in_chans=in_chans,
-                   sampler=sampler, loss=loss)
+                   sampler=sampler)
+    options.update(extra_options if extra_options is not None else {"loss": loss})
     sampler_spec, loss_spec = resolve("samplers", sampler), resolve("losses", loss)
     backbone_spec = ComponentSpec.parse(backbone)
     net = create_backbone(backbone_spec.as_dict(), pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
-    model = SingleBranchModel(net)
+    head = None
+    if classifier == "cosine":
+        net.reset_classifier(0)
+        head = CosineClassifier(int(getattr(net, "head_hidden_size", None) or net.num_features), num_classes)
+    model = SingleBranchModel(net, head=head, posthoc_tau=posthoc_tau)
     model.recipe = Recipe(
         method=method, options=_plain(options), backbone=backbone_spec, num_classes=num_classes, in_chans=in_chans,
         pretrained=pretrained, samplers={"main": sampler_spec}, loss=loss_spec,
