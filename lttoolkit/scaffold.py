@@ -511,6 +511,7 @@ class __ATTR__(LongTailLoss):
 
 _TESTS["loss"] = (
     '''
+import torch
 import torch.nn.functional as F
 from lttoolkit.errors import ConfigError
 ''',
@@ -718,6 +719,7 @@ def __ATTR__(pretrained: bool = False, num_classes: int = 1000, in_chans: int = 
 
 _TESTS["backbone"] = (
     '''
+import torch
 from torch import nn
 from lttoolkit import BilateralWrapper
 from lttoolkit.backbones import check_backbone_interface
@@ -805,6 +807,7 @@ def __ATTR__(
 
 _TESTS["method"] = (
     '''
+import torch
 from lttoolkit import Recipe
 from lttoolkit.errors import LTToolkitError
 ''',
@@ -844,7 +847,6 @@ from __future__ import annotations
 from importlib import metadata
 
 import pytest
-import torch
 __KIND_IMPORTS__
 
 from __PACKAGE__ import __ATTR__

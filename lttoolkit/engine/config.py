@@ -99,6 +99,9 @@ class RunConfig(_Strict):
     output_dir: str = "runs"
     name: str | None = Field(None, description="run folder name under output_dir (default: method-dataset-time)")
     plugins: list[str] = Field(default_factory=list, description="modules imported first (lttoolkit.load_plugin)")
+    init_from: str | None = Field(
+        None, description="start from this checkpoint's weights (decoupling stage 2: model.type=crt/lws/tau_norm)"
+    )
     model: dict[str, Any] = Field(
         default_factory=lambda: {"type": "bbn", "backbone": "resnet32_cifar"},
         description="a method and its options: {type: bbn, backbone: ..., sampler: ..., loss: ..., schedule: ...}",

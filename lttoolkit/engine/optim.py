@@ -20,6 +20,10 @@ __all__ = ["build_optimizer", "build_lr_scheduler", "lr_factor"]
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """SGD over the parameters that require gradients (frozen ones are left out)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        from lttoolkit.errors import ConfigError
+
+        raise ConfigError(f"{type(model).__name__} has no trainable parameter: nothing for the optimizer to train")
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                            nesterov=cfg.nesterov and cfg.momentum > 0)
 

@@ -156,8 +156,12 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.lr_scheduler = build_lr_scheduler(self.optimizer, cfg.optim, cfg.train.epochs)
+        if cfg.init_from:
+            self._load_initial_weights(cfg.init_from)
+        # tau-normalisation (and any method like it) only calibrates: no optimizer.
+        self.trains = bool(getattr(self.model, "requires_training", True))
+        self.optimizer = build_optimizer(self.model, cfg.optim) if self.trains else None
+        self.lr_scheduler = build_lr_scheduler(self.optimizer, cfg.optim, cfg.train.epochs) if self.optimizer else None
         use_amp = cfg.train.amp if isinstance(cfg.train.amp, bool) else self.device.type == "cuda"
         self.amp = bool(use_amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -198,8 +202,8 @@ class Trainer:
             "lttoolkit_version": __version__,
             "epoch": epoch,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else {},
             "scaler": self.scaler.state_dict(),
             "rng": capture_rng_state(),
             "recipe": self.recipe.model_dump(mode="json"),
@@ -214,8 +218,9 @@ class Trainer:
         path = self.run_dir / "last.pt"
         state = load_checkpoint(path)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
@@ -295,6 +300,32 @@ class Trainer:
                 kept.append(line + "\n")
         path.write_text("".join(kept), encoding="utf-8")
 
+    def _load_initial_weights(self, path: str) -> None:
+        """Start from another run's weights: a decoupling stage 2 or plain fine-tuning."""
+        state = load_checkpoint(path)
+        if "model" not in state:
+            raise ConfigError(f"init_from={path!r} is not an lttoolkit checkpoint (no 'model' weights)")
+        stage1_method = (state.get("recipe") or {}).get("method")
+        if hasattr(self.model, "load_stage1"):
+            self.model.load_stage1(state["model"])
+        else:
+            try:
+                self.model.load_state_dict(state["model"])
+            except RuntimeError as exc:
+                raise ConfigError(
+                    f"cannot start {self.recipe.method} from {path} (a {stage1_method} checkpoint): the weights do "
+                    f"not fit: {str(exc).splitlines()[0]}"
+                ) from None
+
+    def _calibrate(self) -> dict[str, Any]:
+        """For methods without training (tau-normalisation): choose tau on the validation split."""
+        if self.data.val is None:
+            raise ConfigError(
+                f"{self.recipe.method} chooses its parameter on a validation split held out from the training "
+                f"data, never on the test set: set data.val_fraction (e.g. 0.1), the same as in stage 1"
+            )
+        return self.model.choose_tau(lambda: self.evaluate("val"))
+
     def _interrupt_hint(self) -> str:
         last = self.run_dir / "last.pt"
         if last.is_file():
@@ -314,6 +345,13 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
             self._trim_metrics_log()
         last_test: dict[str, Any] | None = None
+        calibration: dict[str, Any] | None = None
+        if not self.trains:
+            calibration = self._calibrate()
+            self.start_epoch = epochs  # nothing to train
+            if main:
+                save_checkpoint(self._state(epochs - 1), self.run_dir / "last.pt")
+                save_checkpoint(self._state(epochs - 1), self.run_dir / "best.pt")
         with TrainingProgress(epochs, self.start_epoch, enabled=self.show_progress) as progress:
             progress.log(
                 f"[bold]lttk train[/]: {self.recipe.method} on {cfg.data.dataset} "
@@ -362,6 +400,10 @@ class Trainer:
             "skipped_images": self.data.skipped,
             "run_dir": str(self.run_dir),
         }
+        if calibration is not None:
+            results["calibration"] = calibration
+        if cfg.init_from:
+            results["init_from"] = cfg.init_from
         if main:
             (self.run_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
             if self.show_progress:

@@ -2,6 +2,8 @@
 
 from lttoolkit.methods.bilateral import BilateralBlock, BilateralWrapper, find_last_block
 from lttoolkit.methods.single_branch import CosineClassifier, SingleBranchModel
-from lttoolkit.methods import presets  # noqa: F401  (registers the presets)
+from lttoolkit.methods import decoupling, presets  # noqa: F401  (register the presets)
+from lttoolkit.methods.decoupling import DecoupledModel
 
-__all__ = ["BilateralWrapper", "BilateralBlock", "SingleBranchModel", "CosineClassifier", "find_last_block"]
+__all__ = ["BilateralWrapper", "BilateralBlock", "SingleBranchModel", "CosineClassifier", "DecoupledModel",
+           "find_last_block"]

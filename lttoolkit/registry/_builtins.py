@@ -74,5 +74,11 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
          "Balanced softmax (Ren et al. 2020)."),
         ("logit_adjust", "lttoolkit.methods.presets:logit_adjust",
          "Logit adjustment (Menon et al. 2021), as a loss or post hoc with tau."),
+        ("crt", "lttoolkit.methods.decoupling:crt",
+         "Decoupling stage 2 (Kang et al. 2020): re-train the classifier, features frozen, class-balanced."),
+        ("lws", "lttoolkit.methods.decoupling:lws",
+         "Decoupling stage 2 (Kang et al. 2020): learnable per-class weight scaling."),
+        ("tau_norm", "lttoolkit.methods.decoupling:tau_norm",
+         "Decoupling stage 2 (Kang et al. 2020): tau-normalised classifier, tau chosen on validation data."),
     ],
 }

@@ -1,0 +1,149 @@
+"""Two-stage decoupling (Kang et al., "Decoupling Representation and Classifier for
+Long-Tailed Recognition", ICLR 2020).
+
+Stage 1 is plain instance-balanced training (``ce``). Stage 2 starts from the
+stage-1 checkpoint (``lttk train CONFIG --from CHECKPOINT``) and changes only the
+classifier:
+
+* ``crt``: classifier re-training — re-initialise the classifier and train it with
+  class-balanced sampling, the representation frozen.
+* ``lws``: learnable weight scaling — learn one scale per class, everything else frozen.
+* ``tau_norm``: no training — divide each class's weight vector by its norm to
+  the power tau; tau is chosen on a validation split held out from the training
+  data (``data.val_fraction``), never on the test set.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lttoolkit.errors import ConfigError
+from lttoolkit.methods.single_branch import SingleBranchModel, single_branch
+from lttoolkit.registry import METHODS
+
+__all__ = ["DecoupledModel", "crt", "lws", "tau_norm", "TAU_GRID"]
+
+Spec = str | Mapping[str, Any]
+TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0.0, 0.1, ..., 2.0
+
+
+class DecoupledModel(SingleBranchModel):
+    """A stage-2 model: a stage-1 network whose representation is frozen.
+
+    Args:
+        backbone: the timm-style network (same architecture as stage 1).
+        stage: ``"crt"``, ``"lws"`` or ``"tau_norm"``.
+    """
+
+    def __init__(self, backbone: nn.Module, *, stage: str, **kwargs: Any) -> None:
+        super().__init__(backbone, **kwargs)
+        if stage not in ("crt", "lws", "tau_norm"):
+            raise ValueError(f"stage must be crt, lws or tau_norm, got {stage!r}")
+        self.stage = stage
+        num_classes = self.log_prior.numel()
+        self.scales = nn.Parameter(torch.ones(num_classes), requires_grad=stage == "lws")
+        self.register_buffer("tau", torch.zeros(()))
+        self._freeze()
+
+    @property
+    def requires_training(self) -> bool:
+        """tau-normalisation has nothing to train: it only picks tau on validation data."""
+        return self.stage != "tau_norm"
+
+    def _freeze(self) -> None:
+        trainable = {id(p) for p in self.classifier.parameters()} if self.stage == "crt" else set()
+        for param in self.backbone.parameters():
+            param.requires_grad_(id(param) in trainable)
+        if self.head is not None:
+            for param in self.head.parameters():
+                param.requires_grad_(self.stage == "crt")
+
+    def train(self, mode: bool = True) -> DecoupledModel:
+        super().train(mode)
+        # The representation is frozen, batch-norm statistics included.
+        self.backbone.eval()
+        return self
+
+    def load_stage1(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Load a stage-1 ``ce``-style state dict; cRT then re-initialises the classifier."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict and k not in ("scales", "tau")]
+        if missing:
+            raise ConfigError(
+                f"the --from checkpoint does not fit {self.stage}: it lacks {missing[:3]}...; stage 1 must be a "
+                f"single-branch model (e.g. model.type=ce) with the same backbone and classes"
+            )
+        self.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
+        if self.stage == "crt":
+            for module in self.classifier.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+
+    def _weight(self) -> Tensor:
+        weight = getattr(self.classifier, "weight", None)
+        if not isinstance(weight, Tensor):
+            raise ConfigError(f"{self.stage} needs a linear classifier with a weight matrix")
+        return weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stage == "tau_norm":
+            features = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+            weight = self._weight()
+            norms = weight.norm(dim=1, keepdim=True).clamp_min(1e-12) ** self.tau
+            return torch.nn.functional.linear(features, weight / norms, getattr(self.classifier, "bias", None))
+        logits = super().forward(x)
+        return logits * self.scales if self.stage == "lws" else logits
+
+    def choose_tau(self, evaluate: Callable[[], Mapping[str, Any]], grid: Sequence[float] = TAU_GRID) -> dict[str, Any]:
+        """Pick tau maximising validation top-1; ``evaluate()`` must score the validation split."""
+        scores = []
+        for tau in grid:
+            self.tau.fill_(float(tau))
+            scores.append((float(evaluate()["top1"]), -float(tau), float(tau)))
+        best = max(scores)
+        self.tau.fill_(best[2])
+        return {"tau": best[2], "val_top1": best[0], "grid": [{"tau": s[2], "val_top1": s[0]} for s in scores]}
+
+
+def _stage2(stage: str, call: dict[str, Any], sampler: Spec = "instance", loss: Spec = "cross_entropy") -> DecoupledModel:
+    model = single_branch(stage, call["backbone"], num_classes=call["num_classes"], pretrained=call["pretrained"],
+                          in_chans=call["in_chans"], sampler=sampler, loss=loss)
+    decoupled = DecoupledModel(model.backbone, stage=stage, head=model.head)
+    # Rebuilding calls the stage-2 method with exactly the options it was given.
+    decoupled.recipe = model.recipe.model_copy(update={"options": dict(call)})
+    return decoupled
+
+
+@METHODS.register(name="crt")
+def crt(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
+        in_chans: int = 3, sampler: Spec = "class_balanced", loss: Spec = "cross_entropy") -> DecoupledModel:
+    """Decoupling stage 2, classifier re-training (Kang et al. 2020): frozen features, class-balanced sampling.
+
+    >>> from lttoolkit import build
+    >>> model = build("crt", backbone="resnet20_cifar", num_classes=10)
+    >>> [name for name, p in model.named_parameters() if p.requires_grad]
+    ['backbone.fc.weight', 'backbone.fc.bias']
+    """
+    call = dict(backbone=backbone, num_classes=num_classes, pretrained=pretrained, in_chans=in_chans,
+                sampler=sampler, loss=loss)
+    return _stage2("crt", call, sampler, loss)
+
+
+@METHODS.register(name="lws")
+def lws(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
+        in_chans: int = 3, sampler: Spec = "class_balanced", loss: Spec = "cross_entropy") -> DecoupledModel:
+    """Decoupling stage 2, learnable weight scaling (Kang et al. 2020): one scale per class is trained."""
+    call = dict(backbone=backbone, num_classes=num_classes, pretrained=pretrained, in_chans=in_chans,
+                sampler=sampler, loss=loss)
+    return _stage2("lws", call, sampler, loss)
+
+
+@METHODS.register(name="tau_norm")
+def tau_norm(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
+             in_chans: int = 3) -> DecoupledModel:
+    """Decoupling stage 2, tau-normalisation (Kang et al. 2020): w_i / ||w_i||^tau, tau chosen on validation data."""
+    return _stage2("tau_norm", dict(backbone=backbone, num_classes=num_classes, pretrained=pretrained,
+                                    in_chans=in_chans))

@@ -1,0 +1,75 @@
+"""Two-stage decoupling (Kang et al. 2020): what stage 2 may change, and tau chosen on validation data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lttoolkit import build
+from lttoolkit.engine.checkpoint import load_checkpoint
+from lttoolkit.engine.config import load_config
+from lttoolkit.engine.evaluate import load_model
+from lttoolkit.engine.trainer import Trainer
+from lttoolkit.errors import ConfigError
+
+TINY = ["model.backbone=resnet20_cifar", "data.batch_size=16", "data.val_fraction=0.1", "optim.warmup_epochs=0",
+        "train.max_steps_per_epoch=3"]
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("stage1")
+    cfg = load_config(None, [*TINY, "model.type=ce", "train.epochs=1", f"output_dir={out}", "name=s1"])
+    Trainer(cfg, progress=False).fit()
+    return out / "s1" / "last.pt"
+
+
+def _stage2(method: str, stage1_path, tmp_path, *extra: str):
+    cfg = load_config(None, [*TINY, f"model.type={method}", "train.epochs=1", f"output_dir={tmp_path}",
+                             f"name={method}", f"init_from={stage1_path}", *extra])
+    results = Trainer(cfg, progress=False).fit()
+    return results, load_checkpoint(tmp_path / method / "last.pt")["model"]
+
+
+def test_crt_retrains_only_the_classifier(stage1, tmp_path) -> None:
+    before = load_checkpoint(stage1)["model"]
+    _, after = _stage2("crt", stage1, tmp_path)
+    trunk = [k for k in before if k.startswith("backbone.") and not k.startswith("backbone.fc.")]
+    assert trunk and all(torch.equal(before[k], after[k]) for k in trunk)  # BN statistics included
+    assert not torch.equal(before["backbone.fc.weight"], after["backbone.fc.weight"])
+
+
+def test_lws_learns_only_per_class_scales(stage1, tmp_path) -> None:
+    before = load_checkpoint(stage1)["model"]
+    _, after = _stage2("lws", stage1, tmp_path)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(after["scales"], torch.ones_like(after["scales"]))
+
+
+def test_tau_norm_is_chosen_on_validation_and_normalises_weights(stage1, tmp_path) -> None:
+    results, _ = _stage2("tau_norm", stage1, tmp_path)
+    calibration = results["calibration"]
+    assert len(calibration["grid"]) == 21
+    best = max(calibration["grid"], key=lambda row: (row["val_top1"], -row["tau"]))
+    assert calibration["tau"] == best["tau"]
+    model, _ = load_model(tmp_path / "tau_norm" / "last.pt")
+    model.tau.fill_(0.5)
+    x = torch.randn(2, 1, 28, 28)  # the embedded data: one channel
+    features = model.backbone.forward_head(model.backbone.forward_features(x), pre_logits=True)
+    weight, bias = model.backbone.fc.weight, model.backbone.fc.bias
+    expected = features @ (weight / weight.norm(dim=1, keepdim=True) ** 0.5).T + bias
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_tau_norm_refuses_to_pick_tau_without_a_validation_split(stage1, tmp_path) -> None:
+    cfg = load_config(None, [*TINY, "data.val_fraction=0", "model.type=tau_norm", "train.epochs=1",
+                             f"output_dir={tmp_path}", "name=t", f"init_from={stage1}"])
+    with pytest.raises(ConfigError, match="never on the test set"):
+        Trainer(cfg, progress=False).fit()
+
+
+def test_stage2_refuses_a_bilateral_stage1(tmp_path) -> None:
+    model = build("crt", backbone="resnet20_cifar", num_classes=10)
+    bbn_weights = build("bbn", backbone="resnet20_cifar", num_classes=10).state_dict()
+    with pytest.raises(ConfigError, match="stage 1 must be a single-branch model"):
+        model.load_stage1(bbn_weights)
