@@ -21,9 +21,8 @@ class _TinyBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_chs)
         self.conv2 = nn.Conv2d(out_chs, out_chs, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_chs)
-        self.shortcut = (
-            nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False) if stride != 1 or in_chs != out_chs else nn.Identity()
-        )
+        reshape = stride != 1 or in_chs != out_chs
+        self.shortcut = nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False) if reshape else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
@@ -39,7 +38,9 @@ class TinyPluginNet(nn.Module):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, width: int = 8) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
         self.stages = nn.Sequential(
             nn.Sequential(_TinyBlock(width, width), _TinyBlock(width, width)),
             nn.Sequential(_TinyBlock(width, 2 * width, stride=2), _TinyBlock(2 * width, 2 * width)),
@@ -70,7 +71,9 @@ class TinyPluginNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def tiny_plugin_net(pretrained: bool = False, num_classes: int = 1000, in_chans: int = 3, **options: Any) -> TinyPluginNet:
+def tiny_plugin_net(
+    pretrained: bool = False, num_classes: int = 1000, in_chans: int = 3, **options: Any
+) -> TinyPluginNet:
     """A tiny residual CNN from a (fake) plugin."""
     if pretrained:
         raise PretrainedWeightsError(f"{PLUGIN_BACKBONE} has no pretrained weights; pass pretrained=False")

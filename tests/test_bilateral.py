@@ -66,14 +66,19 @@ def load_branch(model: BilateralWrapper, plain: nn.Module, branch: str) -> nn.Mo
     """Load ``model``'s weights into ``plain``, taking the duplicated block from ``branch``."""
     source = model.backbone.state_dict()
     prefix = model.split_at + "."
-    plain.load_state_dict(
-        {key: source[f"{prefix}{branch}.{key[len(prefix):]}" if key.startswith(prefix) else key] for key in plain.state_dict()}
-    )
+    renamed = {key: f"{prefix}{branch}.{key[len(prefix):]}" if key.startswith(prefix) else key for key in plain.state_dict()}
+    plain.load_state_dict({key: source[name] for key, name in renamed.items()})
     return plain
 
 
 def pooled(net: nn.Module, x: Tensor) -> Tensor:
     return net.forward_head(net.forward_features(x), pre_logits=True).flatten(1)
+
+
+def snapshot(module: nn.Module) -> dict[str, Tensor]:
+    """Parameter gradients (``"<name> grad"``) and buffers (running statistics, batch counts) by name."""
+    state = {f"{key} grad": param.grad for key, param in module.named_parameters()}
+    return state | dict(module.named_buffers())
 
 
 def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -131,7 +136,9 @@ def test_branches_share_no_parameter(family: Family) -> None:
     assert len(list(model.named_parameters(remove_duplicate=False))) == len(grouped)
 
 
-@pytest.mark.parametrize("alpha, frozen, trained", [(1.0, "rebalancing", "conventional"), (0.0, "conventional", "rebalancing")])
+@pytest.mark.parametrize(
+    "alpha, frozen, trained", [(1.0, "rebalancing", "conventional"), (0.0, "conventional", "rebalancing")]
+)
 def test_alpha_extremes_train_one_branch_only(family: Family, alpha: float, frozen: str, trained: str) -> None:
     model = family.model.train()
     model.zero_grad(set_to_none=True)
@@ -226,29 +233,30 @@ def test_training_forward_equals_two_separate_passes(
     for branch, x in (("conventional", x_c), ("rebalancing", x_r)):
         set_submodule(trunk, model.split_at, blocks[branch])
         features[branch] = pooled(trunk, x)
-    expected = classifier(torch.cat([2 * alpha * features["conventional"], 2 * (1 - alpha) * features["rebalancing"]], 1))
+    mixed = torch.cat([2 * alpha * features["conventional"], 2 * (1 - alpha) * features["rebalancing"]], dim=1)
+    expected = classifier(mixed)
     assert_close(logits, expected, **TOL64)
 
     cotangent = torch.randn(logits.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     (logits * cotangent).sum().backward()
     (expected * cotangent).sum().backward()
-    prefix = model.split_at + "."
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
+    # Gradients and running statistics, named as in the wrapped backbone.
     set_submodule(trunk, model.split_at, blocks["conventional"])
-    for named_ref, named_model in ((trunk.named_parameters(), params), (trunk.named_buffers(), buffers)):
-        for key, ref in named_ref:
-            mapped = f"backbone.{prefix}conventional.{key[len(prefix):]}" if key.startswith(prefix) else f"backbone.{key}"
-            got = named_model[mapped]
-            assert_close(got.grad if isinstance(ref, nn.Parameter) else got, ref.grad if isinstance(ref, nn.Parameter) else ref,
-                         **TOL64, msg=lambda m, key=key: f"{key}: {m}")
-    for key, ref in [*blocks["rebalancing"].named_parameters(), *blocks["rebalancing"].named_buffers()]:
-        got = (params | buffers)[f"backbone.{prefix}rebalancing.{key}"]
-        assert_close(got.grad if isinstance(ref, nn.Parameter) else got, ref.grad if isinstance(ref, nn.Parameter) else ref,
-                     **TOL64, msg=lambda m, key=key: f"rebalancing {key}: {m}")
-    assert_close(model.classifier.weight.grad, classifier.weight.grad, **TOL64)
-    # Running statistics moved: the updates are real, not both left at their initial values.
-    assert any(key.endswith("running_mean") and value.abs().sum() > 0 for key, value in buffers.items())
+    prefix = model.split_at + "."
+    reference = {
+        f"{prefix}conventional.{key[len(prefix):]}" if key.startswith(prefix) else key: value
+        for key, value in snapshot(trunk).items()
+    }
+    reference |= {f"{prefix}rebalancing.{key}": value for key, value in snapshot(blocks["rebalancing"]).items()}
+    reference |= {f"classifier.{key}": value for key, value in snapshot(classifier).items()}
+    actual = snapshot(model.backbone)
+    actual |= {f"classifier.{key}": value for key, value in snapshot(model.classifier).items()}
+    assert actual.keys() == reference.keys()
+    assert all(value is not None for value in reference.values()), "every parameter takes part"
+    for key, value in reference.items():
+        assert_close(actual[key], value, **TOL64, msg=lambda message, key=key: f"{key}: {message}")
+    # The running statistics really moved (not both left at their initial values).
+    assert any(key.endswith("running_mean") and value.abs().sum() > 0 for key, value in actual.items())
 
 
 def test_shared_batch_norm_is_what_branchwise_norm_avoids() -> None:

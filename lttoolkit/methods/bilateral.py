@@ -170,6 +170,7 @@ class BilateralBlock(nn.Module):
         self.rebalancing = copy.deepcopy(block)
         self.split: int | None = None
         self.calls = 0
+        self.in_wrapper = False  # set by BilateralWrapper around its own forward
 
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         self.calls += 1
@@ -183,8 +184,10 @@ class BilateralBlock(nn.Module):
                 rebal = self.rebalancing(x[n:], *args, **kwargs)
         finally:
             _BN_GROUPS.reset(token)
-        # Layers after the block see two groups (one per branch) from here on.
-        _BN_GROUPS.set(2)
+        # Layers after the block see two groups (one per branch) from here on; the
+        # wrapper restores the previous value when its forward ends.
+        if self.in_wrapper:
+            _BN_GROUPS.set(2)
         return torch.cat([conv, rebal])
 
 
@@ -263,12 +266,13 @@ class BilateralWrapper(nn.Module):
     def _pooled(self, x: Tensor, split: int | None) -> Tensor:
         block = self.bilateral_block
         block.split, calls_before = split, block.calls
+        block.in_wrapper = True
         token = _BN_GROUPS.set(1 if split is None else 2)
         try:
             features = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
         finally:
             _BN_GROUPS.reset(token)
-            block.split = None
+            block.split, block.in_wrapper = None, False
         expected = 2 * x.shape[0] if split is None else x.shape[0]
         if block.calls != calls_before + 1 or features.shape[0] != expected:
             raise BackboneSplitError(
