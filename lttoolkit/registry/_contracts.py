@@ -83,14 +83,19 @@ def _check_sampler(who: str, sampler: Any, options: Mapping[str, Any]) -> None:
 
 
 def _check_loss(who: str, loss: Any, options: Mapping[str, Any]) -> None:
+    import copy
+
     import torch
 
-    counts = options.get("class_counts") or [1, 1]
-    num_classes = len(counts)
+    counts = options.get("class_counts")
+    num_classes = len(counts) if counts is not None else 2
     logits = torch.zeros(2, num_classes, requires_grad=True)
     targets = torch.zeros(2, dtype=torch.long)
     try:
-        value = loss(logits, targets)
+        # Probe a copy with the RNG state restored afterwards: a loss that counts
+        # what it sees or draws random numbers must not be changed by the check.
+        with torch.random.fork_rng(devices=[]):
+            value = copy.deepcopy(loss)(logits, targets)
     except Exception as exc:
         raise ComponentContractError(f"{who} failed on a (2, {num_classes}) batch of logits: "
                                      f"{type(exc).__name__}: {exc}") from exc
