@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lttoolkit.errors import ConfigError
+
 __all__ = ["ComponentSpec", "Recipe"]
 
 
@@ -34,12 +36,19 @@ class ComponentSpec(BaseModel):
         if isinstance(value, ComponentSpec):
             return value
         if isinstance(value, str):
+            if not value.strip():
+                raise ConfigError("a component name is empty; give a registered name (see `lttk list-components`)")
             return cls(type=value)
         if isinstance(value, Mapping):
-            if "type" not in value:
-                raise ValueError(f"a component given as a dict needs a 'type' key, got keys {sorted(value)}")
-            return cls(type=str(value["type"]), options={k: v for k, v in value.items() if k != "type"})
-        raise TypeError(f"a component must be a name or a {{'type': name, ...}} dict, got {type(value).__name__}")
+            if not isinstance(value.get("type"), str) or not value["type"]:
+                raise ConfigError(
+                    f"a component given as a dict needs a 'type' naming it, got keys {sorted(value)}; in a config "
+                    f"set e.g. model.sampler=reversed before model.sampler.OPTION=..."
+                )
+            return cls(type=value["type"], options={k: v for k, v in value.items() if k != "type"})
+        raise ConfigError(
+            f"a component must be a name or a {{'type': name, ...}} dict, got {type(value).__name__} {value!r}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """``{"type": name, **options}``, the form configs use."""

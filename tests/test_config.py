@@ -59,7 +59,7 @@ def test_examples_are_found():
 def test_quickstart_is_the_short_bbn_recipe():
     cfg = load_config(quickstart_config_path())
     assert cfg.data.dataset == "embedded" and cfg.train.epochs == 16
-    assert cfg.model["sampler"] == "reversed" and cfg.model["schedule"] == "parabolic"
+    assert cfg.model["type"] == "bbn" and cfg.optim.milestones[-1] < cfg.train.epochs
 
 
 # ----------------------------------------------------------------------------- overrides

@@ -181,7 +181,12 @@ class CifarResNet(nn.Module):
         self.depth = depth
         self.num_classes = num_classes
         self.in_chans = in_chans
-        self.drop_rate = drop_rate
+        try:
+            self.drop_rate = float(drop_rate)
+        except (TypeError, ValueError):
+            raise ConfigError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}") from None
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ConfigError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
         self.global_pool_type = global_pool
 
         self.conv1 = nn.Conv2d(in_chans, widths[0], 3, stride=1, padding=1, bias=False, **dd)

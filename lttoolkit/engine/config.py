@@ -36,7 +36,8 @@ DATASETS = ("embedded", "fashion_mnist", "cifar10", "cifar100", "image_folder", 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are never meaningful settings (lr=inf would only surface as a NaN loss later)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -62,6 +63,18 @@ class DataConfig(_Strict):
     batch_size: int = Field(128, gt=0)
     test_batch_size: int = Field(256, gt=0)
     num_workers: int = Field(0, ge=0)
+
+    @field_validator("imbalance_ratio")
+    @classmethod
+    def _ratio_at_least_one(cls, value: float | None) -> float | None:
+        if value is not None:
+            from lttoolkit.data.long_tail import _check_ratio
+
+            try:
+                _check_ratio(value)  # one message for the config and the library
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
     bad_image_policy: Literal["error", "skip"] = Field(
         "error", description="error: stop at an unreadable image, naming it; skip: drop and count unreadable images"
     )
@@ -95,7 +108,7 @@ class TrainConfig(_Strict):
 class RunConfig(_Strict):
     """A whole training run. Every field can be set on the command line as ``a.b=value``."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63, description="seeds data selection, sampling, initialisation")
     output_dir: str = "runs"
     name: str | None = Field(None, description="run folder name under output_dir (default: method-dataset-time)")
     plugins: list[str] = Field(default_factory=list, description="modules imported first (lttoolkit.load_plugin)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pathlib import Path
+
 import numpy as np
 
 from lttoolkit.data import DEFAULT_TRANSFORM_FAMILY, build_transforms, load_dataset
@@ -127,6 +129,8 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> DataBundle:
         options["in_chans"] = in_chans
     if cfg.dataset == "embedded" and cfg.root:
         raise ConfigError("data.root does not apply to the embedded dataset; remove it or pick another data.dataset")
+    if cfg.root is not None and not Path(cfg.root).is_dir():
+        raise DataError(f"data.root={cfg.root!r} is not a folder; point it at the folder that holds the dataset")
 
     def load(split: str, **extra: Any) -> Any:
         opts = dict(options)

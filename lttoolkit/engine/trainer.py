@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,12 @@ def _build_model(cfg: RunConfig, data: DataBundle) -> nn.Module:
         )
     options["num_classes"] = data.num_classes
     options["in_chans"] = data.in_chans
-    model = build(method, **options)
+    try:
+        model = build(method, **options)
+    except LTToolkitError:
+        raise
+    except (TypeError, ValueError) as exc:  # a component's own argument check
+        raise ConfigError(f"model ({method}): {exc}; check the model.* options of the config") from exc
     if not hasattr(model, "recipe") or not hasattr(model, "combine_loss"):
         raise ConfigError(
             f"method {method!r} returned a {type(model).__name__} without a recipe/combine_loss; "
@@ -171,6 +177,11 @@ class Trainer:
         self.start_epoch = 0
         self.best: dict[str, Any] = {"top1": None, "epoch": None, "selected_on": self._selection_split()}
         self.show_progress = progress and self.dist.is_main
+        if self.dist.is_main:
+            _check_output_dir(self.run_dir)
+        # A schedule (a plugin's, say) must hold for every epoch of this run, not fail at epoch 150.
+        for epoch in range(cfg.train.epochs):
+            self.model.training_kwargs(epoch, cfg.train.epochs)
         if resume:
             self._resume()
 
@@ -261,8 +272,8 @@ class Trainer:
                 loss = model.combine_loss(self.criterion, logits, targets, **kwargs)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"the loss became {loss.item()} at epoch {epoch}, step {step}; the run stopped and "
-                    f"{self.run_dir / 'last.pt'} still holds the last good epoch. Lower optim.lr or check the data."
+                    f"the loss became {loss.item()} at epoch {epoch}, step {step}; the run stopped. "
+                    f"{self._checkpoint_status()}. Lower optim.lr or check the data."
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -326,14 +337,15 @@ class Trainer:
             )
         return self.model.choose_tau(lambda: self.evaluate("val"))
 
-    def _interrupt_hint(self) -> str:
+    def _checkpoint_status(self) -> str:
         last = self.run_dir / "last.pt"
         if last.is_file():
-            epoch = load_checkpoint(last).get("epoch")
-            held = f"{last} holds epoch {epoch} (0-based)"
-        else:
-            held = "no epoch finished yet, so there is no checkpoint"
-        return (f"[yellow]interrupted[/]: {held}. Continue with: lttk train --resume {self.run_dir}")
+            return f"{last} holds epoch {load_checkpoint(last).get('epoch')} (0-based), the last good one"
+        return "no epoch finished yet, so there is no checkpoint"
+
+    def _interrupt_hint(self) -> str:
+        return (f"[yellow]interrupted[/]: {self._checkpoint_status()}. "
+                f"Continue with: lttk train --resume {self.run_dir}")
 
     def fit(self) -> dict[str, Any]:
         """Train to ``train.epochs`` and return the results (also written to ``results.json``)."""
@@ -341,7 +353,10 @@ class Trainer:
         epochs = cfg.train.epochs
         main = self.dist.is_main
         if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the run folder {self.run_dir}: {exc}; choose another output_dir") from None
             (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
             self._trim_metrics_log()
         last_test: dict[str, Any] | None = None
@@ -358,6 +373,10 @@ class Trainer:
                 f"({len(self.data.train)} train / {len(self.data.test)} test images, {self.data.num_classes} classes), "
                 f"{self.steps_per_epoch} steps/epoch, device {self.device}, run dir {self.run_dir}"
             )
+            if self.data.skipped:
+                shown = self.data.metadata.get("skipped_images", [])[:5]
+                progress.log(f"[yellow]skipped {self.data.skipped} unreadable image(s)[/] (data.bad_image_policy=skip): "
+                             + "; ".join(shown))
             try:
                 for epoch in range(self.start_epoch, epochs):
                     record: dict[str, Any] = {"epoch": epoch, **self._train_epoch(epoch, progress)}
@@ -384,7 +403,11 @@ class Trainer:
                     )
             except KeyboardInterrupt:
                 if main:
-                    progress.log(self._interrupt_hint())
+                    hint = self._interrupt_hint()
+                    if self.show_progress:
+                        progress.log(hint)
+                    else:
+                        print(hint.replace("[yellow]", "").replace("[/]", ""), file=sys.stderr)
                 raise
         if last_test is None:  # resumed after the last epoch: evaluate what we have
             last_test = self.evaluate("test")
@@ -398,6 +421,7 @@ class Trainer:
             "best_checkpoint": self.best,
             "train_class_counts": list(self.data.class_counts),
             "skipped_images": self.data.skipped,
+            "skipped_files": self.data.metadata.get("skipped_images", []),
             "run_dir": str(self.run_dir),
         }
         if calibration is not None:
@@ -409,6 +433,21 @@ class Trainer:
             if self.show_progress:
                 progress.console.print(results_table(results, title=f"{self.recipe.method}: test metrics (last epoch)"))
         return results
+
+
+def _check_output_dir(run_dir: Path) -> None:
+    """Fail before any work if the run folder cannot be created (nothing is created here)."""
+    probe = run_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(
+            f"cannot create the run folder {run_dir}: {probe} is a file, not a folder; choose another output_dir/name"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot create the run folder {run_dir}: {probe} is not writable; choose another output_dir")
 
 
 def _endless(loader: DataLoader) -> Iterator[Any]:

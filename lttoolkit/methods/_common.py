@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from lttoolkit.errors import ConfigError
 from lttoolkit.recipe import ComponentSpec
 from lttoolkit.registry import LOSSES, SAMPLERS, SCHEDULES, check_options
 from lttoolkit.registry._registry import singular
@@ -19,14 +20,24 @@ def resolve(kind: str, value: str | Mapping[str, Any] | ComponentSpec) -> Compon
     typo must fail at build time, before any data is read.
     """
     registry = {"samplers": SAMPLERS, "losses": LOSSES, "schedules": SCHEDULES}[kind]
-    spec = ComponentSpec.parse(value)
+    spec = parse_spec(kind, value)
     factory = registry.get(spec.type)
     supplied = _ENGINE_SUPPLIED.get(kind, set())
     clash = supplied & set(spec.options)
     if clash:
-        raise ValueError(f"{singular(kind)} {spec.type!r}: {', '.join(sorted(clash))} is set by the training engine; remove it")
+        raise ConfigError(
+            f"{singular(kind)} {spec.type!r}: {', '.join(sorted(clash))} is set by the training engine; remove it"
+        )
     check_options(factory, spec.options, what=f"{singular(kind)} {spec.type!r}")
     return spec
+
+
+def parse_spec(kind: str, value: Any) -> ComponentSpec:
+    """:meth:`ComponentSpec.parse`, with the kind of component named in its error."""
+    try:
+        return ComponentSpec.parse(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{singular(kind)}: {exc}") from None
 
 
 def build_schedule(spec: ComponentSpec) -> Any:

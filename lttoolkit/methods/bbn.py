@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from lttoolkit.methods._common import build_schedule, resolve
+from lttoolkit.methods._common import build_schedule, parse_spec, resolve
 from lttoolkit.methods.bilateral import BRANCHES, BilateralWrapper
 from lttoolkit.recipe import ComponentSpec, Recipe
 from lttoolkit.registry import METHODS
@@ -68,7 +68,7 @@ def bbn(
     schedule_spec = resolve("schedules", schedule)
     # Before the backbone: a typo in the schedule must not wait for (pretrained) weights.
     alpha_schedule = build_schedule(schedule_spec)
-    backbone_spec = ComponentSpec.parse(backbone)
+    backbone_spec = parse_spec("backbones", backbone)
     net = create_backbone(
         backbone_spec.as_dict(), pretrained=pretrained, num_classes=num_classes, in_chans=in_chans
     )

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lttoolkit.methods._common import resolve
+from lttoolkit.methods._common import parse_spec, resolve
 from lttoolkit.methods.bbn import _plain
 from lttoolkit.recipe import ComponentSpec, Recipe
 from lttoolkit.registry import METHODS
@@ -143,7 +143,7 @@ def single_branch(
                    sampler=sampler)
     options.update(extra_options if extra_options is not None else {"loss": loss})
     sampler_spec, loss_spec = resolve("samplers", sampler), resolve("losses", loss)
-    backbone_spec = ComponentSpec.parse(backbone)
+    backbone_spec = parse_spec("backbones", backbone)
     net = create_backbone(backbone_spec.as_dict(), pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
     head = None
     if classifier == "cosine":
