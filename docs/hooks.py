@@ -15,6 +15,9 @@ replaces each with text made from the live objects, so the reference never goes 
 ``assets/div_epoch_quirk.svg``, plotted with matplotlib from the schedule registry), and a
 placeholder ``benchmarks.md`` while that page does not exist yet.
 
+:func:`on_page_markdown` also turns links that leave ``docs/`` (``../benchmarks/README.md``)
+into links to the repository, which MkDocs could not resolve.
+
 The generators are plain functions without MkDocs imports, so ``tests/test_docs.py`` checks
 them in the ordinary test run (matplotlib only for the plots).
 """
@@ -37,7 +40,6 @@ from pydantic import BaseModel
 #: Descriptions for config fields whose pydantic ``Field`` has none. A field's own
 #: ``description=`` always wins; ``tests/test_docs.py`` checks every key is still a field.
 FALLBACK_DESCRIPTIONS: dict[str, str] = {
-    "seed": "seed of everything random: weights, long-tailed selection, validation split, samplers, augmentation",
     "output_dir": "parent folder of the run folders",
     "data.dataset": "where the images come from (see the Datasets page)",
     "data.profile": "long-tail profile with imbalance_ratio: exp (exponential decay) or step (half the classes cut)",
@@ -117,7 +119,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def config_fields(model: type[BaseModel] = None, prefix: str = "") -> list[dict[str, str]]:  # type: ignore[assignment]
+def config_fields(model: type[BaseModel] | None = None, prefix: str = "") -> list[dict[str, str]]:
     """Every leaf field of ``model`` (default :class:`RunConfig`) with its dotted name.
 
     Returns:
@@ -413,5 +415,38 @@ def on_files(files: Any, config: Any) -> Any:
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    """Expand the ``<!-- lttk:... -->`` markers of a page."""
-    return expand_markers(markdown, where=page.file.src_uri)
+    """Expand the ``<!-- lttk:... -->`` markers and point links to repository files at the repository."""
+    markdown = expand_markers(markdown, where=page.file.src_uri)
+    return link_repository_files(markdown, page.file.src_uri, docs_dir=config["docs_dir"],
+                                 repo_url=config.get("repo_url") or "")
+
+
+REPO_LINK = re.compile(r"\]\((?P<target>\.\./[^)\s#]+)(?P<anchor>#[^)\s]*)?\)")
+
+
+def link_repository_files(markdown: str, src_uri: str, *, docs_dir: str, repo_url: str, branch: str = "main") -> str:
+    """Rewrite relative links that leave the docs folder (``../benchmarks/README.md``) into links
+    to the file in the repository, so they work on GitHub and on the site alike. Targets that do
+    not exist are left alone, so ``mkdocs build --strict`` still reports them.
+
+    >>> import os, tempfile
+    >>> root = tempfile.mkdtemp(); os.makedirs(f"{root}/docs"); os.makedirs(f"{root}/examples")
+    >>> open(f"{root}/examples/a.py", "w").close()
+    >>> link_repository_files("[a](../examples/a.py) [b](../nope.py)", "faq.md",
+    ...                       docs_dir=f"{root}/docs", repo_url="https://github.com/o/r")
+    '[a](https://github.com/o/r/blob/main/examples/a.py) [b](../nope.py)'
+    """
+    docs = os.path.realpath(docs_dir)
+    root = os.path.dirname(docs)
+    page_dir = os.path.dirname(os.path.join(docs, src_uri))
+
+    def replace(match: re.Match[str]) -> str:
+        target = os.path.realpath(os.path.join(page_dir, match.group("target")))
+        inside_repo = target.startswith(root + os.sep)
+        if not repo_url or not inside_repo or target.startswith(docs + os.sep) or not os.path.exists(target):
+            return match.group(0)
+        kind = "tree" if os.path.isdir(target) else "blob"
+        relative = os.path.relpath(target, root).replace(os.sep, "/")
+        return f"]({repo_url.rstrip('/')}/{kind}/{branch}/{relative}{match.group('anchor') or ''})"
+
+    return REPO_LINK.sub(replace, markdown)

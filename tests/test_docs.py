@@ -319,6 +319,19 @@ def test_doctests_become_code_blocks_for_the_api_reference() -> None:
     assert fence(examples) == examples
 
 
+def test_links_out_of_the_docs_folder_point_to_the_repository(tmp_path: Path) -> None:
+    (tmp_path / "docs" / "api").mkdir(parents=True)
+    (tmp_path / "examples" / "configs").mkdir(parents=True)
+    (tmp_path / "examples" / "configs" / "a.yaml").write_text("seed: 0\n")
+    markdown = ("[cfg](../../examples/configs/a.yaml#L2) [dir](../../examples/configs) "
+                "[missing](../../examples/b.yaml) [page](../faq.md) [web](https://example.org)")
+    out = hooks.link_repository_files(markdown, "api/engine.md", docs_dir=str(tmp_path / "docs"),
+                                      repo_url="https://github.com/o/r/")
+    assert out == ("[cfg](https://github.com/o/r/blob/main/examples/configs/a.yaml#L2) "
+                   "[dir](https://github.com/o/r/tree/main/examples/configs) "
+                   "[missing](../../examples/b.yaml) [page](../faq.md) [web](https://example.org)")
+
+
 # ----------------------------------------------------------------------------- navigation
 def _nav_pages(nav: object) -> list[str]:
     if isinstance(nav, str):

@@ -112,20 +112,67 @@ def _candidate_paths(model: nn.Module, limit: int = 8) -> str:
 
 # --------------------------------------------------------------------------- batch norm
 class _BranchwiseBatchNorm:
-    """Mixin: in training, normalise each branch's half of the batch with its own statistics.
+    """Mixin: in training, normalise each branch's images with their own statistics.
 
-    The running statistics are updated once per half, as two separate passes
-    would update them. Added to existing batch-norm modules by class swap, so
-    parameter names, state dicts and pretrained weights are unchanged.
+    The wrapper interleaves the branches' images (c0, r0, c1, r1, ...). Viewing
+    that batch as n samples of ``groups * C`` channels gives every branch its own
+    channels, so a single batch-norm call (weight and bias repeated per group)
+    normalises each branch separately, without copying the activations. The
+    running statistics are then folded back as if the groups had been seen one
+    after the other, exactly what separate passes do. Added to existing
+    batch-norm modules by class swap, so parameter names, state dicts and
+    pretrained weights are unchanged.
     """
+
+    _grouped_call = False
 
     def forward(self, x: Tensor) -> Tensor:
         groups = _BN_GROUPS.get()
-        if groups == 1 or not self.training:  # type: ignore[attr-defined]
+        if groups == 1 or not self.training or self._grouped_call:  # type: ignore[attr-defined]
             return super().forward(x)  # type: ignore[misc]
         if x.shape[0] % groups:
             raise RuntimeError(f"batch of {x.shape[0]} cannot be split into {groups} equal branch groups")
-        return torch.cat([super(_BranchwiseBatchNorm, self).forward(chunk) for chunk in x.chunk(groups)])  # type: ignore[misc]
+        if self.momentum is None:  # type: ignore[attr-defined]  # cumulative averaging: keep it simple
+            parts = [super(_BranchwiseBatchNorm, self).forward(x[g::groups]) for g in range(groups)]  # type: ignore[misc]
+            return torch.stack(parts, 1).flatten(0, 1)
+        return self._grouped_forward(x, groups)
+
+    def _grouped_forward(self, x: Tensor, groups: int) -> Tensor:
+        from torch.func import functional_call
+
+        bn: Any = self
+        channels = x.shape[1]
+        grouped = x.reshape(x.shape[0] // groups, groups * channels, *x.shape[2:])
+        replaced: dict[str, Tensor] = {}
+        if bn.affine:
+            replaced["weight"] = bn.weight.repeat(groups)
+            replaced["bias"] = bn.bias.repeat(groups)
+        tracking = bn.track_running_stats and bn.running_mean is not None
+        if tracking:
+            replaced["running_mean"] = bn.running_mean.repeat(groups)
+            replaced["running_var"] = bn.running_var.repeat(groups)
+        bn._grouped_call = True
+        try:
+            out = functional_call(bn, replaced, (grouped,))
+        finally:
+            bn._grouped_call = False
+        if tracking:
+            self._fold_running_stats(replaced["running_mean"], replaced["running_var"], groups)
+        return out.reshape(x.shape)
+
+    @torch.no_grad()
+    def _fold_running_stats(self, means: Tensor, variances: Tensor, groups: int) -> None:
+        # Each group's slot holds (1 - m) * r + m * s_g; sequential updates give
+        # r_g = (1 - m) * r_{g-1} + m * s_g = (1 - m) * r_{g-1} + slot_g - (1 - m) * r.
+        bn: Any = self
+        keep = 1.0 - bn.momentum
+        for running, slots in ((bn.running_mean, means), (bn.running_var, variances)):
+            start = running.clone()
+            value = start
+            for slot in slots.view(groups, -1):
+                value = keep * value + slot - keep * start
+            running.copy_(value)
+        bn.num_batches_tracked.add_(groups - 1)  # the grouped call counted one batch
 
 
 _BRANCHWISE_CLASSES: dict[type, type] = {}
@@ -159,16 +206,18 @@ def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
 class BilateralBlock(nn.Module):
     """Two copies of one block: ``conventional`` and ``rebalancing``.
 
-    With ``split`` set to n, the first n images go through the conventional copy
-    and the rest through the re-balancing copy; with ``split`` None, every image
-    goes through both and the outputs are stacked (conventional first).
+    With ``interleaved`` set, the batch holds the two branches' images in turn
+    (c0, r0, c1, r1, ...): even positions go through the conventional copy, odd
+    ones through the re-balancing copy. Otherwise every image goes through both.
+    Either way the output interleaves the copies' results (conventional first),
+    so batch norm after the block can tell the branches apart without copies.
     """
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.conventional = block
         self.rebalancing = copy.deepcopy(block)
-        self.split: int | None = None
+        self.interleaved = False
         self.calls = 0
         self.in_wrapper = False  # set by BilateralWrapper around its own forward
 
@@ -176,19 +225,18 @@ class BilateralBlock(nn.Module):
         self.calls += 1
         token = _BN_GROUPS.set(1)  # each copy sees only its own images
         try:
-            if self.split is None:
-                conv, rebal = self.conventional(x, *args, **kwargs), self.rebalancing(x, *args, **kwargs)
+            if self.interleaved:
+                conv = self.conventional(x[0::2], *args, **kwargs)
+                rebal = self.rebalancing(x[1::2], *args, **kwargs)
             else:
-                n = self.split
-                conv = self.conventional(x[:n], *args, **kwargs)
-                rebal = self.rebalancing(x[n:], *args, **kwargs)
+                conv, rebal = self.conventional(x, *args, **kwargs), self.rebalancing(x, *args, **kwargs)
         finally:
             _BN_GROUPS.reset(token)
         # Layers after the block see two groups (one per branch) from here on; the
         # wrapper restores the previous value when its forward ends.
         if self.in_wrapper:
             _BN_GROUPS.set(2)
-        return torch.cat([conv, rebal])
+        return torch.stack([conv, rebal], 1).flatten(0, 1)
 
 
 class BilateralWrapper(nn.Module):
@@ -263,17 +311,22 @@ class BilateralWrapper(nn.Module):
         return self.backbone.get_submodule(self.split_at)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ features
-    def _pooled(self, x: Tensor, split: int | None) -> Tensor:
+    def _pooled(self, x: Tensor, interleaved: bool) -> Tensor:
+        """Pooled features, rows interleaved by branch (c0, r0, c1, r1, ...).
+
+        ``interleaved``: ``x`` already holds both branches' images in turn (training);
+        otherwise both blocks run on every image of ``x`` (inference).
+        """
         block = self.bilateral_block
-        block.split, calls_before = split, block.calls
+        block.interleaved, calls_before = interleaved, block.calls
         block.in_wrapper = True
-        token = _BN_GROUPS.set(1 if split is None else 2)
+        token = _BN_GROUPS.set(2 if interleaved else 1)
         try:
             features = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
         finally:
             _BN_GROUPS.reset(token)
-            block.split, block.in_wrapper = None, False
-        expected = 2 * x.shape[0] if split is None else x.shape[0]
+            block.interleaved, block.in_wrapper = False, False
+        expected = x.shape[0] if interleaved else 2 * x.shape[0]
         if block.calls != calls_before + 1 or features.shape[0] != expected:
             raise BackboneSplitError(
                 f"the duplicated block {self.split_at!r} of {type(self.backbone).__name__} did not run exactly once "
@@ -284,8 +337,8 @@ class BilateralWrapper(nn.Module):
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Pooled features ``(f_c, f_r)`` of both branches for the same images (trunk runs once)."""
-        features = self._pooled(x, split=None)
-        return features[: x.shape[0]], features[x.shape[0] :]
+        features = self._pooled(x, interleaved=False)
+        return features[0::2], features[1::2]
 
     def forward(self, x: Tensor, x_rebalancing: Tensor | None = None, *, alpha: float | None = None) -> Tensor:
         """Logits.
@@ -303,9 +356,9 @@ class BilateralWrapper(nn.Module):
                 f"the two branches' batches must have the same size (got {x.shape[0]} and {x_rebalancing.shape[0]}); "
                 f"use the same batch size and drop_last for both loaders."
             )
-        n = x.shape[0]
-        features = self._pooled(torch.cat([x, x_rebalancing]), split=n)
-        mixed = torch.cat([2.0 * alpha * features[:n], 2.0 * (1.0 - alpha) * features[n:]], dim=1)
+        # One pass through the trunk for both batches, images interleaved by branch.
+        features = self._pooled(torch.stack([x, x_rebalancing], 1).flatten(0, 1), interleaved=True)
+        mixed = torch.cat([2.0 * alpha * features[0::2], 2.0 * (1.0 - alpha) * features[1::2]], dim=1)
         return self.classifier(mixed)
 
     # ------------------------------------------------------------------ training protocol
