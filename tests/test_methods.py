@@ -28,9 +28,10 @@ def test_method_builds_and_rebuilds(method: str) -> None:
 
 @pytest.mark.parametrize("method", BUILTIN_METHODS)
 def test_method_trains_one_tiny_epoch(method: str, tmp_path) -> None:
+    # tau_norm picks tau on a validation split; the others simply train on 90% of the data then
     cfg = load_config(None, [f"model.type={method}", "model.backbone=resnet20_cifar", "data.batch_size=16",
                              "train.epochs=1", "train.max_steps_per_epoch=2", "optim.warmup_epochs=0",
-                             f"output_dir={tmp_path}", "name=run"])
+                             "data.val_fraction=0.1", f"output_dir={tmp_path}", "name=run"])
     results = Trainer(cfg, progress=False).fit()
     assert results["method"] == method
     assert 0.0 <= results["test"]["top1"] <= 100.0

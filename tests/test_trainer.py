@@ -231,7 +231,7 @@ def test_checkpoints_hold_the_whole_training_state(reference):
     assert last["recipe"]["method"] == "bbn" and last["recipe"]["num_classes"] == 10
     assert last["recipe"]["samplers"]["rebalancing"]["type"] == "reversed"
     assert {"python", "numpy", "torch"} <= last["rng"].keys()
-    assert last["lr_scheduler"]["last_epoch"] == 3
+    assert last["lr_scheduler"]["last_epoch"] == 3 * trainer.steps_per_epoch  # stepped every step
     assert_same_state(last["model"], trainer.model.state_dict())
     # Plain data only: the safe loader of torch itself accepts it.
     raw = torch.load(trainer.run_dir / "last.pt", weights_only=True)

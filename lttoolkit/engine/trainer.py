@@ -167,7 +167,8 @@ class Trainer:
         # tau-normalisation (and any method like it) only calibrates: no optimizer.
         self.trains = bool(getattr(self.model, "requires_training", True))
         self.optimizer = build_optimizer(self.model, cfg.optim) if self.trains else None
-        self.lr_scheduler = build_lr_scheduler(self.optimizer, cfg.optim, cfg.train.epochs) if self.optimizer else None
+        self.lr_scheduler = (build_lr_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.steps_per_epoch)
+                             if self.optimizer else None)
         use_amp = cfg.train.amp if isinstance(cfg.train.amp, bool) else self.device.type == "cuda"
         self.amp = bool(use_amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -260,7 +261,7 @@ class Trainer:
         kwargs = model.training_kwargs(epoch, epochs)
         model.train()
         progress.start_epoch(epoch, self.steps_per_epoch)
-        total_loss, seen, correct = 0.0, 0, 0
+        total_loss, seen, correct, lr = 0.0, 0, 0, self.optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
         streams = [iter(self.loaders[0]), *(_endless(loader) for loader in self.loaders[1:])]
         # islice, not a break: a batch past the last step would be loaded (and augmented) for nothing.
@@ -279,17 +280,19 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
+            self.lr_scheduler.step()
             batch = targets[0].shape[0]
             total_loss += loss.item() * batch
             seen += batch
             correct += int((logits.argmax(1) == targets[0]).sum())
-            stats = {"loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"], **kwargs}
+            stats = {"loss": loss.item(), "lr": lr, **kwargs}
             progress.step(sum(x.shape[0] for x in images), stats)
         elapsed = time.perf_counter() - started
         return {
             "loss": total_loss / max(seen, 1),
             "train_top1": 100.0 * correct / max(seen, 1),
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "images_per_second": seen * len(self.loaders) / max(elapsed, 1e-9),
             "epoch_seconds": elapsed,
             **{k: float(v) for k, v in kwargs.items()},
@@ -380,7 +383,6 @@ class Trainer:
             try:
                 for epoch in range(self.start_epoch, epochs):
                     record: dict[str, Any] = {"epoch": epoch, **self._train_epoch(epoch, progress)}
-                    self.lr_scheduler.step()
                     is_last = epoch == epochs - 1
                     if is_last or (epoch + 1) % cfg.train.eval_every == 0:
                         last_test = self.evaluate("test")

@@ -1,0 +1,146 @@
+"""Smoke tests of benchmarks/reproduce.py: the accumulating grid runner and its report.
+
+``--quick`` trains ce, bbn and tau-norm (stage 2 from the ce run) for one epoch of
+two steps on the embedded data. The tests check the run folders, the report's
+keys and cells, that a second invocation skips finished runs, that an unfinished
+run is resumed, and that a run whose estimate exceeds ``--max-minutes`` is not
+started. They never check accuracy: two steps teach nothing. The two tests that train are
+marked ``slow`` (run them with ``-m slow``); ``tests/test_benchmarks_smoke.py``
+runs ``--quick`` once in the default suite.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce.py"
+REPORT_KEYS = {"benchmark", "description", "quick", "command", "started_at", "wall_seconds", "machine", "settings",
+               "results", "targets", "runs", "faithfulness", "this_invocation"}
+ROW_KEYS = {"method", "imbalance_ratio", "order", "n", "seeds", "top1_mean", "top1_std", "many_shot_mean",
+            "medium_shot_mean", "few_shot_mean", "head_mean", "middle_mean", "tail_mean"}
+
+
+def _load_module() -> Any:
+    spec = importlib.util.spec_from_file_location("lttk_bench_reproduce", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+reproduce = _load_module()
+
+
+def _run(tmp: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "160"}
+    out = tmp / "reproduce.json"
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--plain", "--out", str(out), "--out-dir", str(tmp / "runs"), *extra]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc, json.loads(out.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("reproduce")
+    _, report = _run(tmp)
+    return tmp, report
+
+
+@pytest.mark.slow  # three trainings in subprocesses: ~40 s on 2 idle cores
+def test_quick_run_trains_the_grid_and_writes_the_report(first_run: tuple[Path, dict[str, Any]]) -> None:
+    tmp, report = first_run
+    assert REPORT_KEYS <= report.keys(), REPORT_KEYS - report.keys()
+    assert report["benchmark"] == "reproduce" and report["quick"] is True
+    names = {"ce-ir10-s0-natural", "bbn-ir10-s0-natural", "tau_norm-ir10-s0-natural"}
+    assert report["this_invocation"] == dict.fromkeys(names, "trained")
+    assert {(row["method"], row["n"], row["seeds"][0]) for row in report["results"]} == {
+        ("ce", 1, 0), ("bbn", 1, 0), ("tau_norm", 1, 0)}
+    for row in report["results"]:
+        assert ROW_KEYS <= row.keys(), ROW_KEYS - row.keys()
+        assert 0.0 <= row["top1_mean"] <= 100.0 and row["top1_std"] is None  # one seed: no std
+    root = tmp / "runs" / "quick"
+    tau = json.loads((root / "tau_norm-ir10-s0-natural" / "results.json").read_text(encoding="utf-8"))
+    assert tau["init_from"].endswith("ce-ir10-s0-natural/last.pt")  # stage 2 from the ce run of the cell
+    assert 0.0 <= tau["calibration"]["tau"] <= 2.0
+    assert not (root / "tau_norm-ir10-s0-natural" / "last.pt").exists()  # pruned: tau_norm is not in KEEP_LAST
+    ce = root / "ce-ir10-s0-natural"
+    assert (ce / "last.pt").is_file() and not (ce / "best.pt").exists()
+    markdown = (tmp / "reproduce.md").read_text(encoding="utf-8")
+    assert "| bbn |" in markdown and "(n=1)" in markdown and "*bbn − ce*" in markdown
+    alpha = report["faithfulness"]["alpha"]
+    assert alpha and alpha[0]["alpha_per_epoch"] == [1.0]  # 1 - (0/1)^2 at the only epoch
+    sampler = report["faithfulness"]["reversed_sampler"][0]
+    assert sampler["max_abs_diff"] < 0.1
+
+
+@pytest.mark.slow
+def test_second_invocation_skips_finished_runs_and_resumes_unfinished(first_run: tuple[Path, dict[str, Any]]) -> None:
+    tmp, first = first_run
+    bbn = tmp / "runs" / "quick" / "bbn-ir10-s0-natural"
+    (bbn / "results.json").unlink()  # as if the session ended after the last checkpoint was written
+    proc, report = _run(tmp)
+    assert report["this_invocation"] == {"ce-ir10-s0-natural": "done before", "bbn-ir10-s0-natural": "trained",
+                                         "tau_norm-ir10-s0-natural": "done before"}
+    commands = [line for line in (bbn / "train.log").read_text(encoding="utf-8").splitlines() if line.startswith("$ ")]
+    assert len(commands) == 2 and f"--resume {bbn}" in commands[-1]
+    before = {r["run"]: r["top1"] for r in first["runs"]}
+    assert {r["run"]: r["top1"] for r in report["runs"]} == before  # resuming after the last epoch changes nothing
+    assert "resume bbn-ir10-s0-natural" in proc.stdout and "start ce" not in proc.stdout
+
+
+def test_a_run_that_would_not_finish_is_not_started(tmp_path: Path) -> None:
+    args = SimpleNamespace(quick=False, epochs=10, n_max=6000, crt_epochs=2, threads=None)
+    root = tmp_path / "epochs10-nmax6000"
+    ce = root / "ce-ir100-s0-natural"
+    ce.mkdir(parents=True)
+    images = reproduce.train_images(100, 6000, False)
+    # An earlier ce invocation: 2 epochs in 600 s, so a ce epoch takes 300 s and a bbn epoch ~600 s.
+    ce.joinpath("wall.jsonl").write_text(json.dumps({"method": "ce", "wall_s": 600.0, "epochs_before": 0,
+                                                     "epochs_after": 2, "returncode": 0,
+                                                     "train_images": images}) + "\n", encoding="utf-8")
+    key = reproduce.RunKey("bbn", 100.0, 0, "natural")
+    history = reproduce.wall_history(root, args)
+    assert reproduce.estimate_seconds(key, 10, history, args) == pytest.approx(600.0 * 10)
+    status = reproduce.run_one(key, args, root, deadline=time.time() + 30 * 60)
+    assert status.startswith("not started: needs ~100 min")
+    assert not (root / key.name).exists()
+    # Stage 2 waits for its ce run instead of training from scratch.
+    assert reproduce.run_one(reproduce.RunKey("crt", 100.0, 0, "natural"), args, root, None).startswith("waits for")
+
+
+def test_grid_order_fills_the_first_cell_first() -> None:
+    args = reproduce.parse_args(["--seeds", "0,1", "--ratios", "100,10"])
+    keys = reproduce.grid(args)
+    assert len(keys) == 9 * 2 * 2 * 2
+    first = keys[:9]
+    assert {(k.ratio, k.seed, k.order) for k in first} == {(100.0, 0, "natural")}
+    assert [k.method for k in first[:2]] == ["ce", "bbn"]
+    assert all(keys.index(reproduce.RunKey("ce", k.ratio, k.seed, k.order)) < keys.index(k)
+               for k in keys if k.method in reproduce.STAGE1_OF)
+
+
+def test_budget_overrides_follow_the_stated_recipe(tmp_path: Path) -> None:
+    args = reproduce.parse_args(["--epochs", "30"])
+    key = reproduce.RunKey("bbn", 100.0, 2, "permuted")
+    overrides = reproduce.run_overrides(key, args, tmp_path / key.name, None)
+    for expected in ("optim.milestones=[18, 24]", "optim.gamma=0.1", "optim.warmup_epochs=2", "train.epochs=30",
+                     "data.n_max=6000", "data.permute_classes=true", "data.val_fraction=0.1", "data.in_chans=1",
+                     "model.backbone=resnet32_cifar", "data.dataset=fashion_mnist", "seed=2"):
+        assert expected in overrides, expected
+    crt = reproduce.run_overrides(reproduce.RunKey("crt", 10.0, 0, "natural"), args, tmp_path / "crt", tmp_path / "ce")
+    assert "train.epochs=3" in crt and f"init_from={tmp_path / 'ce' / 'last.pt'}" in crt
+    from lttoolkit.engine.config import load_config
+
+    load_config(None, overrides)  # every override names a real field with a valid value
+    load_config(None, crt)
