@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
+# reproduce.py trains for real even in --quick mode: tests/test_reproduce_smoke.py covers it
+# (slow-marked); scaling launches torchrun twice, so it is slow-marked here.
+_SLOW = {"reproduce", "scaling"}
+SCRIPTS = [
+    pytest.param(stem, marks=pytest.mark.slow) if stem in _SLOW else stem
+    for stem in sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
+]
 
 REPORT_KEYS = {"benchmark", "description", "quick", "command", "started_at", "wall_seconds", "machine", "settings",
                "results", "targets"}
@@ -33,6 +39,7 @@ ROW_KEYS = {
     "cli_latency": {"command", "median_s", "ratio_to_import_timm"},
     "scaling": {"processes", "threads_per_process", "steps_per_s", "images_per_s", "efficiency"},
     "gpu_step": {"model", "phase", "bbn_ms", "plain_ms", "bbn_steps_per_s", "ratio", "status"},
+    "reproduce": {"method", "imbalance_ratio", "order", "n", "top1_mean", "top1_std"},
 }
 EXTRA_ARGS: dict[str, list[str]] = {}
 
