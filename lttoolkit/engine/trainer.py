@@ -285,7 +285,7 @@ class Trainer:
             batch = targets[0].shape[0]
             total_loss += loss.item() * batch
             seen += batch
-            correct += int((logits.argmax(1) == targets[0]).sum())
+            correct += self._correct(logits, targets, kwargs)
             stats = {"loss": loss.item(), "lr": lr, **kwargs}
             progress.step(sum(x.shape[0] for x in images), stats)
         elapsed = time.perf_counter() - started
@@ -297,6 +297,15 @@ class Trainer:
             "epoch_seconds": elapsed,
             **{k: float(v) for k, v in kwargs.items()},
         }
+
+    @staticmethod
+    def _correct(logits: torch.Tensor, targets: Sequence[torch.Tensor], kwargs: Mapping[str, Any]) -> float:
+        """Training hits; for BBN's mixed logits alpha·hits(y_c) + (1 - alpha)·hits(y_r), as the official code."""
+        predicted = logits.argmax(1)
+        if "alpha" in kwargs and len(targets) == 2:
+            alpha = float(kwargs["alpha"])
+            return alpha * float((predicted == targets[0]).sum()) + (1 - alpha) * float((predicted == targets[1]).sum())
+        return float((predicted == targets[0]).sum())
 
     def _trim_metrics_log(self) -> None:
         # Keep one line per epoch: drop the lines of epochs that will run again (a resume from
