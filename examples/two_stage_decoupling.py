@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tau = run("stage2-tau", ["model.type=tau_norm", f"model.backbone={backbone}", f"init_from={checkpoint}"])
         choice = tau["calibration"]
         print(f"stage 2: crt re-trained the classifier for {args.stage2_epochs} epoch(s); tau_norm chose "
-              f"tau = {choice['tau']} on the validation split (val top-1 {choice['val_top1']:.1f})")
+              f"tau = {choice['tau']} on the validation split (val mean class accuracy "
+              f"{choice['val_mean_class_accuracy']:.1f})")
         print(f"class counts of the training split (validation held out): {stage1['train_class_counts']}")
         for stage, results in (("ce", stage1), ("crt", crt), ("tau_norm", tau)):
             print(_summary(stage, results))

@@ -50,7 +50,7 @@ def test_tau_norm_is_chosen_on_validation_and_normalises_weights(stage1, tmp_pat
     results, _ = _stage2("tau_norm", stage1, tmp_path)
     calibration = results["calibration"]
     assert len(calibration["grid"]) == 21
-    best = max(calibration["grid"], key=lambda row: (row["val_top1"], -row["tau"]))
+    best = max(calibration["grid"], key=lambda row: (row["val_mean_class_accuracy"], -row["tau"]))
     assert calibration["tau"] == best["tau"]
     model, _ = load_model(tmp_path / "tau_norm" / "last.pt")
     model.tau.fill_(0.5)

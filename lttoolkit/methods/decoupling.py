@@ -98,14 +98,24 @@ class DecoupledModel(SingleBranchModel):
         return logits * self.scales if self.stage == "lws" else logits
 
     def choose_tau(self, evaluate: Callable[[], Mapping[str, Any]], grid: Sequence[float] = TAU_GRID) -> dict[str, Any]:
-        """Pick tau maximising validation top-1; ``evaluate()`` must score the validation split."""
+        """Pick tau maximising the validation split's mean per-class accuracy.
+
+        A split held out from long-tailed training data is itself long-tailed, so its
+        plain top-1 rewards the head and would pick tau = 0; the mean over classes
+        weighs every class equally, like the balanced test set the method targets.
+        ``evaluate()`` must score the validation split.
+        """
         scores = []
         for tau in grid:
             self.tau.fill_(float(tau))
-            scores.append((float(evaluate()["top1"]), -float(tau), float(tau)))
+            metrics = evaluate()
+            balanced = metrics.get("mean_class_accuracy")
+            scores.append((float(balanced if balanced is not None else metrics["top1"]), -float(tau), float(tau),
+                           float(metrics["top1"])))
         best = max(scores)
         self.tau.fill_(best[2])
-        return {"tau": best[2], "val_top1": best[0], "grid": [{"tau": s[2], "val_top1": s[0]} for s in scores]}
+        return {"tau": best[2], "val_mean_class_accuracy": best[0], "selected_on": "val mean class accuracy",
+                "grid": [{"tau": s[2], "val_mean_class_accuracy": s[0], "val_top1": s[3]} for s in scores]}
 
 
 def _stage2(stage: str, call: dict[str, Any], sampler: Spec = "instance", loss: Spec = "cross_entropy") -> DecoupledModel:
