@@ -81,7 +81,7 @@ class DataConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    """SGD with momentum, linear warm-up, multistep or cosine decay (epoch-wise)."""
+    """SGD with momentum, linear warm-up rising every step, then multistep or cosine decay by epoch."""
 
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
