@@ -78,6 +78,16 @@ def test_step_profile_and_edge_cases():
         long_tailed_counts(10, 100, 10, "linear")
 
 
+
+@pytest.mark.parametrize(("n_max", "ratio", "profile", "empty"), [(20, 100, "exp", 4), (99, 100, "exp", 1),
+                                                                   (5, 10, "step", 5)])
+def test_a_ratio_that_empties_tail_classes_is_refused(n_max, ratio, profile, empty):
+    # int(20 * 0.01 ** (i / 9)) is 0 for i >= 6; int(99 * 0.01) = 0; int(5 / 10) = 0 for the step tail
+    with pytest.raises(ConfigError, match=rf"n_max {n_max} with imbalance_ratio {ratio} leaves {empty} of 10 "
+                                          rf"classes without an image.*at least {ratio}.*at most {n_max}"):
+        long_tailed_counts(10, n_max, ratio, profile)
+    assert min(long_tailed_counts(10, ratio, ratio, profile)) == 1  # n_max = IR: the tail keeps one image
+
 @pytest.mark.parametrize("bad", [0, -5, float("nan"), float("inf")])
 def test_imbalance_ratio_must_be_positive(bad):
     with pytest.raises(ConfigError, match=rf"imbalance_ratio.*got {bad}"):

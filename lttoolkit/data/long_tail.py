@@ -16,6 +16,7 @@ IR 100 / 50 / 10, the totals reported in both papers.
 
 from __future__ import annotations
 
+from math import ceil
 from typing import Sequence
 
 import numpy as np
@@ -76,7 +77,11 @@ def long_tailed_counts(num_classes: int, n_max: int, imbalance_ratio: float, pro
         profile: ``"exp"`` (exponential decay) or ``"step"`` (half the classes reduced).
 
     Returns:
-        ``C`` integers, non-increasing.
+        ``C`` integers, non-increasing, each at least 1.
+
+    Raises:
+        ConfigError: an unknown profile, a ratio below 1, or ``n_max < imbalance_ratio``
+            (the tail would get no image).
 
     >>> long_tailed_counts(10, 5000, 100)
     [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
@@ -95,11 +100,22 @@ def long_tailed_counts(num_classes: int, n_max: int, imbalance_ratio: float, pro
         # Written as in LDAM-DRW's reference code (n_max * factor ** (i / (C - 1)) with
         # factor = 1 / IR): the int() truncation then reproduces the published totals.
         factor = 1.0 / ratio
-        return [int(n_max * factor ** (i / (num_classes - 1.0))) for i in range(num_classes)]
-    if profile == "step":
+        counts = [int(n_max * factor ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+    elif profile == "step":
         head = num_classes // 2
-        return [n_max] * head + [int(n_max / ratio)] * (num_classes - head)
-    raise ConfigError(f"unknown long-tail profile {profile!r}; choose one of {', '.join(LONG_TAIL_PROFILES)}")
+        counts = [n_max] * head + [int(n_max / ratio)] * (num_classes - head)
+    else:
+        raise ConfigError(f"unknown long-tail profile {profile!r}; choose one of {', '.join(LONG_TAIL_PROFILES)}")
+    empty = counts.count(0)
+    if empty:
+        # A class without a single image is no longer a tail class: samplers, losses and the
+        # many/medium/few split would all have to guess what it means.
+        raise ConfigError(
+            f"n_max {n_max} with imbalance_ratio {ratio:g} leaves {empty} of {num_classes} classes without an "
+            f"image (n_max / imbalance_ratio = {n_max / ratio:.3g} < 1); raise n_max to at least {ceil(ratio)} "
+            f"or lower imbalance_ratio to at most {n_max}"
+        )
+    return counts
 
 
 def make_long_tailed(
