@@ -82,6 +82,13 @@ def test_quick_run_trains_the_grid_and_writes_the_report(first_run: tuple[Path, 
     assert alpha and alpha[0]["alpha_per_epoch"] == [1.0]  # 1 - (0/1)^2 at the only epoch
     sampler = report["faithfulness"]["reversed_sampler"][0]
     assert sampler["max_abs_diff"] < 0.1
+    curves = {c["method"]: c for c in report["faithfulness"]["training_loss"]}
+    assert list(curves) == ["ce", "bbn"]  # ce first: the reference row above bbn's
+    for method, curve in curves.items():
+        logged = [json.loads(line)["loss"] for line in
+                  (root / f"{method}-ir10-s0-natural" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert curve["n"] == 1 and curve["loss_per_epoch"] == logged  # one seed: the mean is the run's own loss
+    assert "| IR 10, natural | bbn | 1 |" in markdown
 
 
 @pytest.mark.slow
