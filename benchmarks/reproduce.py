@@ -34,8 +34,10 @@ finished run (``results.json``) is skipped, an unfinished one resumed from its
 ``last.pt``, and ``--max-minutes`` starts no run its estimate says would not finish
 (the estimate comes from the wall time of earlier runs, per training image).
 ``--report`` only collects what is finished into ``results/reproduce.json``,
-``results/reproduce.md`` and plots in ``results/reproduce/`` (matplotlib only if
-installed); a training invocation ends with the same report.
+``results/reproduce.md`` and plots in ``docs/assets/reproduce/``, where the
+documentation's benchmarks page shows them (matplotlib only if installed; with
+``--quick`` or ``--out`` the plots go beside the report); a training invocation ends
+with the same report.
 
 Run: ``python benchmarks/reproduce.py --max-minutes 170 --threads 1`` (``--quick``
 for a one-minute smoke test on the embedded data).
@@ -561,7 +563,9 @@ def write_report(args: Any, root: Path, report: _common.Report, statuses: dict[s
     report.data["faithfulness"] = checks
     report.data["this_invocation"] = statuses
     md_path = report.path.with_suffix(".md")
-    plot_dir = args.plots_dir or report.path.with_suffix("")
+    default_plots = (report.path.with_suffix("") if args.quick or args.out is not None
+                     else _common.REPO_ROOT / "docs" / "assets" / "reproduce")
+    plot_dir = args.plots_dir or default_plots
     report.data["markdown"] = str(md_path)
     report.data["plots"] = plots(runs, checks, plot_dir) if runs else []
     md_path.parent.mkdir(parents=True, exist_ok=True)
@@ -596,7 +600,8 @@ def parse_args(argv: list[str] | None = None) -> Any:
                         help="where run folders accumulate (default: benchmarks/results/reproduce/runs; --quick: a "
                              "temporary folder); runs of one budget go to <out-dir>/epochs<E>-nmax<N>/")
     parser.add_argument("--plots-dir", type=Path, default=None,
-                        help="where the plots go (default: the report path without .json)")
+                        help="where the plots go (default: docs/assets/reproduce, which docs/benchmarks.md shows; "
+                             "with --quick or --out: the report path without .json)")
     parser.add_argument("--epochs", type=int, default=30, help="stage-1 epochs (default 30; BBN's CIFAR recipe: 200)")
     parser.add_argument("--n-max", type=int, default=6000, help="training images of the head class before the "
                         "10%% validation hold-out (default 6000, all Fashion-MNIST has)")
