@@ -333,3 +333,33 @@ def test_split_at_outside_the_features_raises() -> None:
     model = BilateralWrapper(create_backbone("resnet20_cifar", num_classes=NUM_CLASSES), NUM_CLASSES, split_at="fc")
     with pytest.raises(BackboneSplitError, match="split_at"):
         model.eval()(images(32))
+
+
+@pytest.mark.parametrize("kind", ["torch", "timm_act"])
+def test_branchwise_norm_layer_equals_one_call_per_branch(kind: str) -> None:
+    # Both code paths of the branch-wise batch norm, one layer at a time: torch's own
+    # BatchNorm2d (direct kernel call) and timm's BatchNormAct2d, whose forward adds an
+    # activation that a direct kernel call would drop.
+    from timm.layers import BatchNormAct2d
+
+    from lttoolkit.methods.bilateral import _BN_GROUPS, _make_branchwise
+
+    layer = nn.BatchNorm2d(3) if kind == "torch" else BatchNormAct2d(3, act_layer=nn.ReLU)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.5)
+        layer.bias.uniform_(-0.5, 0.5)
+    reference = copy.deepcopy(layer).double().train()
+    _make_branchwise(layer)
+    layer.double().train()
+    x = torch.randn(8, 3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    token = _BN_GROUPS.set(2)
+    try:
+        out = layer(x)  # rows interleaved c0, r0, c1, r1, ...
+    finally:
+        _BN_GROUPS.reset(token)
+    expected = torch.stack([reference(x[0::2]), reference(x[1::2])], 1).flatten(0, 1)
+    assert_close(out, expected)
+    if kind == "timm_act":
+        assert (out >= 0).all() and (out == 0).any()  # the ReLU ran
+    for name, buffer in reference.named_buffers():
+        assert_close(dict(layer.named_buffers())[name], buffer, msg=name)
