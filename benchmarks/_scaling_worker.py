@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # torchrun runs this file as a script
+import _common  # noqa: E402
 
 
 def main() -> None:
@@ -28,7 +32,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(args.threads)
     from lttoolkit import build
@@ -49,12 +52,7 @@ def main() -> None:
         y_c = torch.randint(0, args.num_classes, (args.batch,), generator=generator)
         y_r = torch.randint(0, args.num_classes, (args.batch,), generator=generator)
 
-        def step() -> None:
-            logits = forward_model(x_c, x_r, alpha=0.5)
-            loss = model.combine_loss(F.cross_entropy, logits, (y_c, y_r), alpha=0.5)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        step = _common.bbn_train_step(forward_model, model, optimizer, (x_c, x_r, y_c, y_r))
 
         for _ in range(args.warmup_steps):
             step()

@@ -351,6 +351,12 @@ def cell(row: dict[str, Any] | None, metric: str, with_n: bool = False) -> str:
 
 
 # --------------------------------------------------------------------------- faithfulness checks
+def _epoch_log(run_dir: Path) -> list[dict[str, Any]]:
+    """A finished run's ``metrics.jsonl``, one record per epoch, in epoch order."""
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return sorted((json.loads(line) for line in lines if line.strip()), key=lambda record: record["epoch"])
+
+
 def faithfulness(runs: list[dict[str, Any]], root: Path) -> dict[str, Any]:
     """Checks that our BBN is the paper's: the alpha it used, what its re-balancing
     sampler draws, and its classifier weight norms against CE / RS / RW."""
@@ -366,10 +372,8 @@ def faithfulness(runs: list[dict[str, Any]], root: Path) -> dict[str, Any]:
     curves: dict[tuple[float, str, str], list[list[float]]] = {}
     for run in runs:
         if run["method"] in ("ce", "bbn"):
-            logged = [json.loads(l) for l in
-                      (root / run["run"] / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if l.strip()]
             curves.setdefault((run["imbalance_ratio"], run["order"], run["method"]), []).append(
-                [r["loss"] for r in sorted(logged, key=lambda r: r["epoch"])])
+                [r["loss"] for r in _epoch_log(root / run["run"])])
     for (ratio, order, method), losses in sorted(curves.items(), key=lambda c: (-c[0][0], c[0][1], c[0][2] != "ce")):
         length = min(len(curve) for curve in losses)
         checks["training_loss"].append({"imbalance_ratio": ratio, "order": order, "method": method, "n": len(losses),
@@ -378,9 +382,7 @@ def faithfulness(runs: list[dict[str, Any]], root: Path) -> dict[str, Any]:
     for run in runs:
         if run["method"] != "bbn":
             continue
-        logged = [json.loads(l) for l in (root / run["run"] / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-                  if l.strip()]
-        alphas = [(r["epoch"], r["alpha"]) for r in logged if "alpha" in r]
+        alphas = [(r["epoch"], r["alpha"]) for r in _epoch_log(root / run["run"]) if "alpha" in r]
         error = max((abs(a - parabolic(e, run["epochs"])) for e, a in alphas), default=None)
         checks["alpha"].append({"run": run["run"], "epochs": run["epochs"], "alpha_per_epoch": [a for _, a in alphas],
                                 "max_abs_diff_from_1_minus_(T/Tmax)^2": error})

@@ -88,16 +88,7 @@ def make_case(name: str, spec: dict[str, Any], batch: int, diagnose: bool) -> di
                   for key, m in models.items()}
 
     def bbn_step(key: str) -> Callable[[], None]:
-        model, optimizer = models[key], optimizers[key]
-
-        def step() -> None:
-            logits = model(x_c, x_r, alpha=0.5)
-            loss = model.combine_loss(F.cross_entropy, logits, (y_c, y_r), alpha=0.5)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        return step
+        return _common.bbn_train_step(models[key], models[key], optimizers[key], (x_c, x_r, y_c, y_r))
 
     def plain_step() -> None:
         model, optimizer = models["plain"], optimizers["plain"]
