@@ -11,6 +11,7 @@ from lttoolkit.engine.config import load_config
 from lttoolkit.engine.evaluate import load_model
 from lttoolkit.engine.trainer import Trainer
 from lttoolkit.errors import ConfigError
+from lttoolkit.methods.decoupling import TAU_GRID, DecoupledModel
 
 TINY = ["model.backbone=resnet20_cifar", "data.batch_size=16", "data.val_fraction=0.1", "optim.warmup_epochs=0",
         "train.max_steps_per_epoch=3"]
@@ -56,8 +57,9 @@ def test_tau_norm_is_chosen_on_validation_and_normalises_weights(stage1, tmp_pat
     model.tau.fill_(0.5)
     x = torch.randn(2, 1, 28, 28)  # the embedded data: one channel
     features = model.backbone.forward_head(model.backbone.forward_features(x), pre_logits=True)
-    weight, bias = model.backbone.fc.weight, model.backbone.fc.bias
-    expected = features @ (weight / weight.norm(dim=1, keepdim=True) ** 0.5).T + bias
+    weight = model.backbone.fc.weight
+    # The authors' tau_norm.py: logits = x . w_i / ||w_i||^tau, the bias loaded but never added.
+    expected = features @ (weight / weight.norm(dim=1, keepdim=True) ** 0.5).T
     torch.testing.assert_close(model(x), expected)
 
 
@@ -73,3 +75,56 @@ def test_stage2_refuses_a_bilateral_stage1(tmp_path) -> None:
     bbn_weights = build("bbn", backbone="resnet20_cifar", num_classes=10).state_dict()
     with pytest.raises(ConfigError, match="stage 1 must be a single-branch model"):
         model.load_stage1(bbn_weights)
+
+
+class _FeaturesAsInput(torch.nn.Module):
+    """A timm-style stand-in whose features are its input: the classifier alone decides the logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(2, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[3.0, 4.0], [0.0, 2.0]]))  # norms 5 and 2
+            self.fc.bias.copy_(torch.tensor([10.0, -10.0]))
+
+    def forward_features(self, x):
+        return x
+
+    def forward_head(self, x, pre_logits: bool = False):
+        return x if pre_logits else self.fc(x)
+
+    def get_classifier(self):
+        return self.fc
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+@pytest.mark.parametrize(("tau", "expected"), [
+    (1.0, [1.4, 1.0]),                          # [3, 4] / 5 . [1, 1] and [0, 2] / 2 . [1, 1]
+    (0.5, [7 / 5 ** 0.5, 2 / 2 ** 0.5]),        # divided by sqrt(5) and sqrt(2)
+    (0.0, [7.0, 2.0]),                          # tau = 0: the stage-1 weights, still without the bias
+])
+def test_tau_norm_logits_by_hand_without_bias(tau, expected) -> None:
+    model = DecoupledModel(_FeaturesAsInput(), stage="tau_norm").eval()
+    model.tau.fill_(tau)
+    torch.testing.assert_close(model(torch.ones(1, 2)), torch.tensor([expected]))
+
+
+def test_tau_norm_keep_bias_adds_the_stage1_bias() -> None:
+    model = DecoupledModel(_FeaturesAsInput(), stage="tau_norm", keep_bias=True).eval()
+    model.tau.fill_(1.0)
+    torch.testing.assert_close(model(torch.ones(1, 2)), torch.tensor([[11.4, -9.0]]))
+    with pytest.raises(ConfigError, match="keep_bias must be true or false"):
+        DecoupledModel(_FeaturesAsInput(), stage="tau_norm", keep_bias="no")
+
+
+def test_tau_norm_method_records_keep_bias_and_rebuilds() -> None:
+    model = build("tau_norm", backbone="resnet20_cifar", num_classes=10, keep_bias=True)
+    assert model.keep_bias is True and model.recipe.options["keep_bias"] is True
+    assert build("tau_norm", backbone="resnet20_cifar", num_classes=10).keep_bias is False
+
+
+def test_tau_grid_is_the_authors_linspace() -> None:
+    # tau_norm.py: for p in np.linspace(0, 2, 21)
+    assert TAU_GRID == tuple(i / 10 for i in range(21))

@@ -10,7 +10,10 @@ classifier:
 * ``lws``: learnable weight scaling — learn one scale per class, everything else frozen.
 * ``tau_norm``: no training — divide each class's weight vector by its norm to
   the power tau; tau is chosen on a validation split held out from the training
-  data (``data.val_fraction``), never on the test set.
+  data (``data.val_fraction``), never on the test set. As in the authors'
+  ``tau_norm.py`` (facebookresearch/classifier-balancing), the logits are
+  ``x · w_i / ||w_i||^tau`` without the classifier's bias (the script loads the
+  bias and never uses it); ``keep_bias=True`` adds the stage-1 bias back.
 """
 
 from __future__ import annotations
@@ -36,13 +39,18 @@ class DecoupledModel(SingleBranchModel):
     Args:
         backbone: the timm-style network (same architecture as stage 1).
         stage: ``"crt"``, ``"lws"`` or ``"tau_norm"``.
+        keep_bias: ``tau_norm`` only: add the classifier's bias to the normalised
+            logits (``False``, the authors' ``tau_norm.py``, drops it).
     """
 
-    def __init__(self, backbone: nn.Module, *, stage: str, **kwargs: Any) -> None:
+    def __init__(self, backbone: nn.Module, *, stage: str, keep_bias: bool = False, **kwargs: Any) -> None:
         super().__init__(backbone, **kwargs)
         if stage not in ("crt", "lws", "tau_norm"):
             raise ValueError(f"stage must be crt, lws or tau_norm, got {stage!r}")
+        if not isinstance(keep_bias, bool):
+            raise ConfigError(f"keep_bias must be true or false, got {keep_bias!r} ({type(keep_bias).__name__})")
         self.stage = stage
+        self.keep_bias = keep_bias
         num_classes = self.log_prior.numel()
         self.scales = nn.Parameter(torch.ones(num_classes), requires_grad=stage == "lws")
         self.register_buffer("tau", torch.zeros(()))
@@ -93,7 +101,8 @@ class DecoupledModel(SingleBranchModel):
             features = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
             weight = self._weight()
             norms = weight.norm(dim=1, keepdim=True).clamp_min(1e-12) ** self.tau
-            return torch.nn.functional.linear(features, weight / norms, getattr(self.classifier, "bias", None))
+            bias = getattr(self.classifier, "bias", None) if self.keep_bias else None
+            return torch.nn.functional.linear(features, weight / norms, bias)
         logits = super().forward(x)
         return logits * self.scales if self.stage == "lws" else logits
 
@@ -118,10 +127,11 @@ class DecoupledModel(SingleBranchModel):
                 "grid": [{"tau": s[2], "val_mean_class_accuracy": s[0], "val_top1": s[3]} for s in scores]}
 
 
-def _stage2(stage: str, call: dict[str, Any], sampler: Spec = "instance", loss: Spec = "cross_entropy") -> DecoupledModel:
+def _stage2(stage: str, call: dict[str, Any], sampler: Spec = "instance", loss: Spec = "cross_entropy",
+            keep_bias: bool = False) -> DecoupledModel:
     model = single_branch(stage, call["backbone"], num_classes=call["num_classes"], pretrained=call["pretrained"],
                           in_chans=call["in_chans"], sampler=sampler, loss=loss)
-    decoupled = DecoupledModel(model.backbone, stage=stage, head=model.head)
+    decoupled = DecoupledModel(model.backbone, stage=stage, head=model.head, keep_bias=keep_bias)
     # Rebuilding calls the stage-2 method with exactly the options it was given.
     decoupled.recipe = model.recipe.model_copy(update={"options": dict(call)})
     return decoupled
@@ -153,7 +163,18 @@ def lws(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretraine
 
 @METHODS.register(name="tau_norm")
 def tau_norm(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
-             in_chans: int = 3) -> DecoupledModel:
-    """Decoupling stage 2, tau-normalisation (Kang et al. 2020): w_i / ||w_i||^tau, tau chosen on validation data."""
-    return _stage2("tau_norm", dict(backbone=backbone, num_classes=num_classes, pretrained=pretrained,
-                                    in_chans=in_chans))
+             in_chans: int = 3, keep_bias: bool = False) -> DecoupledModel:
+    """Decoupling stage 2, tau-normalisation (Kang et al. 2020): w_i / ||w_i||^tau, tau chosen on validation data.
+
+    Args:
+        keep_bias: add the stage-1 classifier bias to the normalised logits. ``False``
+            (the default) is the authors' ``tau_norm.py``, whose logits are
+            ``x · w_i / ||w_i||^tau`` with no bias.
+
+    >>> from lttoolkit import build
+    >>> build("tau_norm", backbone="resnet20_cifar", num_classes=10).keep_bias
+    False
+    """
+    call = dict(backbone=backbone, num_classes=num_classes, pretrained=pretrained, in_chans=in_chans,
+                keep_bias=keep_bias)
+    return _stage2("tau_norm", call, keep_bias=keep_bias)
