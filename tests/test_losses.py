@@ -55,6 +55,10 @@ def _weighted_mean(losses: list[float], weights: list[float]) -> float:
     return sum(w * l for w, l in zip(weights, losses)) / sum(weights)
 
 
+def _batch_mean(losses: list[float], weights: list[float]) -> float:
+    return sum(w * l for w, l in zip(weights, losses)) / len(losses)
+
+
 def _normalise(raw: list[float]) -> list[float]:
     return [r * len(raw) / sum(raw) for r in raw]
 
@@ -122,8 +126,14 @@ def test_class_balanced_softmax_and_focal_match_hand_values():
     for row, t in zip(LOGITS, TARGETS):
         p = math.exp(_log_softmax(row)[t])
         focal.append(-((1 - p) ** gamma) * math.log(p))
+    # The authors' reduction: sum_i w[y_i] l_i / B (the default) ...
     softmax_loss = ClassBalancedLoss(COUNTS, beta=beta)
     focal_loss = ClassBalancedLoss(COUNTS, beta=beta, base="focal", gamma=gamma)
+    assert softmax_loss(*_tensors()).item() == pytest.approx(_batch_mean(ce, sample_weights), rel=1e-6)
+    assert focal_loss(*_tensors()).item() == pytest.approx(_batch_mean(focal, sample_weights), rel=1e-6)
+    # ... and F.cross_entropy(weight=...)'s sum_i w[y_i] l_i / sum_i w[y_i] by option.
+    softmax_loss = ClassBalancedLoss(COUNTS, beta=beta, normalize="weights")
+    focal_loss = ClassBalancedLoss(COUNTS, beta=beta, base="focal", gamma=gamma, normalize="weights")
     assert softmax_loss(*_tensors()).item() == pytest.approx(_weighted_mean(ce, sample_weights), rel=1e-6)
     assert focal_loss(*_tensors()).item() == pytest.approx(_weighted_mean(focal, sample_weights), rel=1e-6)
 
@@ -141,9 +151,41 @@ def test_class_balanced_sigmoid_variants_match_hand_values(base):
             modulator = (1 - p_t) ** gamma if base == "sigmoid_focal" else 1.0
             total += -modulator * math.log(p_t)
         per_sample.append(total)
-    expected = _weighted_mean(per_sample, [weights[t] for t in TARGETS])
+    expected = _batch_mean(per_sample, [weights[t] for t in TARGETS])
     loss = ClassBalancedLoss(COUNTS, beta=beta, base=base, gamma=gamma)
     assert loss(*_tensors()).item() == pytest.approx(expected, rel=1e-6)
+    by_weights = ClassBalancedLoss(COUNTS, beta=beta, base=base, gamma=gamma, normalize="weights")
+    assert by_weights(*_tensors()).item() == pytest.approx(
+        _weighted_mean(per_sample, [weights[t] for t in TARGETS]), rel=1e-6)
+
+
+def test_class_balanced_focal_equals_the_authors_tensorflow_formula():
+    # richardaecn/class-balanced-loss, src/cifar_main.py: weights = (1 - beta) / (1 - beta^N), scaled to
+    # sum to C; modulator = exp(-gamma * y * z - gamma * log1p(exp(-z))); loss = sum(w * modulator * BCE)
+    # / sum(labels) (one positive label per sample: the batch size).
+    beta, gamma = 0.9999, 1.0
+    raw = [(1 - beta) / (1 - beta**n) for n in COUNTS]
+    weights = [r / sum(raw) * len(COUNTS) for r in raw]
+    total = 0.0
+    for row, target in zip(LOGITS, TARGETS):
+        for c, z in enumerate(row):
+            y = 1.0 if c == target else 0.0
+            bce = max(z, 0) - z * y + math.log1p(math.exp(-abs(z)))  # tf.nn.sigmoid_cross_entropy_with_logits
+            modulator = math.exp(-gamma * y * z - gamma * math.log1p(math.exp(-z)))
+            total += weights[target] * modulator * bce
+    expected = total / len(TARGETS)
+    loss = ClassBalancedLoss(COUNTS, beta=beta, base="sigmoid_focal", gamma=gamma)
+    assert loss(*_tensors()).item() == pytest.approx(expected, rel=1e-6)  # the class weights are float32
+
+
+def test_class_balanced_batch_and_weights_normalisations_differ_by_the_mean_weight():
+    logits, targets = _random_batch(num_classes=5, batch=16, seed=3)
+    batch = ClassBalancedLoss(RANDOM_COUNTS, beta=0.999)(logits, targets)
+    by_weights = ClassBalancedLoss(RANDOM_COUNTS, beta=0.999, normalize="weights")(logits, targets)
+    mean_weight = ClassBalancedLoss(RANDOM_COUNTS, beta=0.999).class_weights.double()[targets].mean()
+    torch.testing.assert_close(batch, by_weights * mean_weight)
+    with pytest.raises(ConfigError, match="normalize must be one of 'batch', 'weights'"):
+        ClassBalancedLoss(RANDOM_COUNTS, normalize="sum")
 
 
 def test_ldam_matches_hand_value():

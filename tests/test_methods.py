@@ -42,7 +42,9 @@ def test_preset_recipes_pick_the_documented_pieces() -> None:
     assert recipes["rs"].samplers["main"].type == "class_balanced"
     assert recipes["rw"].loss.options == {"reweight": "inverse"}
     assert recipes["drw"].loss.options["drw_fraction"] == 0.8
-    assert recipes["cb_focal"].loss.type == "class_balanced" and recipes["cb_focal"].loss.options["base"] == "focal"
+    assert recipes["cb_focal"].loss.type == "class_balanced"
+    assert recipes["cb_focal"].loss.options["base"] == "sigmoid_focal"
+    assert recipes["cb_focal"].loss.options["normalize"] == "batch"
     assert recipes["ldam_drw"].loss.type == "ldam"
     assert recipes["balanced_softmax"].loss.type == "balanced_softmax"
     assert recipes["logit_adjust"].loss.type == "logit_adjusted"
@@ -77,3 +79,34 @@ def test_posthoc_logit_adjustment_subtracts_tau_log_prior() -> None:
     torch.testing.assert_close(model(x), expected)
     # the prior travels with the weights
     assert math.isclose(float(model.state_dict()["log_prior"][2]), math.log(0.1), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize(("num_classes", "options", "expected_bias"), [
+    (10, {}, -math.log(9)),                                    # the authors' -log(C - 1): pi = 1/C
+    (100, {}, -math.log(99)),
+    (100, {"bias_prior": 0.1}, -math.log(0.9 / 0.1)),          # the paper's text: pi = 0.1
+])
+def test_cb_focal_initialises_the_classifier_bias_from_a_prior(num_classes, options, expected_bias) -> None:
+    model = build("cb_focal", backbone="resnet20_cifar", num_classes=num_classes, **options)
+    bias = model.classifier.bias
+    torch.testing.assert_close(bias, torch.full_like(bias, expected_bias))
+    # sigmoid(bias) is the prior probability every class starts from
+    assert float(torch.sigmoid(bias[0])) == pytest.approx(options.get("bias_prior", 1 / num_classes), rel=1e-5)
+    rebuilt = model.recipe.rebuild()
+    torch.testing.assert_close(rebuilt.classifier.bias, bias)
+
+
+def test_cb_focal_old_form_by_options() -> None:
+    # lttoolkit < 0.2: softmax focal, weighted-mean normalisation, the backbone's own bias.
+    model = build("cb_focal", backbone="resnet20_cifar", num_classes=10, base="focal", normalize="weights",
+                  bias_prior=None)
+    assert model.recipe.loss.options == {"base": "focal", "beta": 0.9999, "gamma": 1.0, "normalize": "weights"}
+    assert not torch.allclose(model.classifier.bias, torch.full_like(model.classifier.bias, -math.log(9)))
+
+
+def test_cb_focal_rejects_a_bad_prior() -> None:
+    from lttoolkit.errors import ConfigError
+
+    for bad in (0.0, 1.0, "uniform", True):
+        with pytest.raises(ConfigError, match="bias_prior must be 'num_classes'"):
+            build("cb_focal", backbone="resnet20_cifar", num_classes=10, bias_prior=bad)

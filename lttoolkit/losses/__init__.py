@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from lttoolkit.losses._base import REWEIGHT_SCHEMES, LongTailLoss, as_class_counts, per_class_weights, weighted_mean
 from lttoolkit.losses.balanced_softmax import BalancedSoftmaxLoss
-from lttoolkit.losses.class_balanced import CLASS_BALANCED_BASES, ClassBalancedLoss
+from lttoolkit.losses.class_balanced import CLASS_BALANCED_BASES, CLASS_BALANCED_NORMALIZATIONS, ClassBalancedLoss
 from lttoolkit.losses.cross_entropy import CrossEntropyLoss
 from lttoolkit.losses.focal import FocalLoss, focal_loss
 from lttoolkit.losses.label_smoothing import LabelSmoothingLoss
@@ -40,4 +40,5 @@ __all__ = [
     "as_class_counts",
     "REWEIGHT_SCHEMES",
     "CLASS_BALANCED_BASES",
+    "CLASS_BALANCED_NORMALIZATIONS",
 ]

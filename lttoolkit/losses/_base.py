@@ -19,7 +19,9 @@ Conventions shared by all losses:
   ``torch.nn.functional.cross_entropy(weight=w, reduction="mean")``. Without
   weights it is the plain mean. A global rescaling of ``w`` therefore cancels;
   weights are still normalised to sum to the number of classes ``C`` so their
-  values are comparable between schemes and with the papers.
+  values are comparable between schemes and with the papers. (The
+  class-balanced loss divides by the batch size instead by default, as its
+  authors' code does; a loss chooses its reduction in :meth:`LongTailLoss.reduce`.)
 * **Empty classes.** A class with zero training samples is treated as having
   *one* sample in every formula that needs ``N_i > 0`` (``log N_i``,
   ``1 / N_i``, the effective number, LDAM margins): the rarest a class can be
@@ -302,7 +304,11 @@ class LongTailLoss(nn.Module):
             )
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
-        return weighted_mean(self.per_sample_loss(logits, targets), targets, self.current_weights())
+        return self.reduce(self.per_sample_loss(logits, targets), targets, self.current_weights())
+
+    def reduce(self, per_sample: Tensor, targets: Tensor, class_weights: Tensor | None) -> Tensor:
+        """Batch reduction of the per-sample losses: :func:`weighted_mean` unless a loss overrides it."""
+        return weighted_mean(per_sample, targets, class_weights)
 
     def _options_repr(self) -> list[str]:
         return []

@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lttoolkit.errors import ConfigError
 from lttoolkit.methods._common import parse_spec, resolve
 from lttoolkit.methods.bbn import _plain
 from lttoolkit.recipe import ComponentSpec, Recipe
 from lttoolkit.registry import METHODS
 
-__all__ = ["SingleBranchModel", "CosineClassifier", "single_branch", "ce"]
+__all__ = ["SingleBranchModel", "CosineClassifier", "single_branch", "init_classifier_bias", "ce"]
 
 Spec = str | Mapping[str, Any]
 
@@ -113,6 +114,27 @@ def _num_outputs(module: nn.Module) -> int:
     return int(getattr(module, "num_classes", 0) or 0)
 
 
+def init_classifier_bias(module: nn.Module, value: float, *, method: str = "model") -> None:
+    """Set every bias of ``module``'s linear classifier to ``value``.
+
+    ``module`` is a timm-style backbone (its ``get_classifier()``) or a classifier itself.
+
+    >>> head = nn.Linear(4, 3)
+    >>> init_classifier_bias(head, -2.0)
+    >>> head.bias.tolist()
+    [-2.0, -2.0, -2.0]
+    """
+    head = module.get_classifier() if hasattr(module, "get_classifier") else module
+    bias = getattr(head, "bias", None)
+    if not isinstance(bias, Tensor):
+        raise ConfigError(
+            f"{method}: the classifier bias cannot be initialised: {type(head).__name__} has no bias; use a "
+            f"backbone whose classifier is a linear layer with a bias, or turn the bias initialisation off"
+        )
+    with torch.no_grad():
+        bias.fill_(float(value))
+
+
 def single_branch(
     method: str,
     backbone: Spec,
@@ -124,6 +146,7 @@ def single_branch(
     loss: Spec,
     classifier: str = "linear",
     posthoc_tau: float = 0.0,
+    classifier_bias: float | None = None,
     extra_options: dict[str, Any] | None = None,
 ) -> SingleBranchModel:
     """Assemble a :class:`SingleBranchModel` and its recipe (shared by single-branch presets).
@@ -131,6 +154,8 @@ def single_branch(
     Args:
         classifier: ``"linear"`` (the backbone's own) or ``"cosine"`` (:class:`CosineClassifier`).
         posthoc_tau: post-hoc logit adjustment at inference (0 = off).
+        classifier_bias: if given, every bias of the linear classifier starts at this value
+            (sigmoid losses start from a small prior probability, Lin et al. 2017).
         extra_options: the preset's own options (instead of ``loss``), recorded in the
             recipe so that ``build(method, **recipe.options)`` rebuilds the model.
     """
@@ -149,6 +174,8 @@ def single_branch(
     if classifier == "cosine":
         net.reset_classifier(0)
         head = CosineClassifier(int(getattr(net, "head_hidden_size", None) or net.num_features), num_classes)
+    if classifier_bias is not None:
+        init_classifier_bias(net if head is None else head, classifier_bias, method=method)
     model = SingleBranchModel(net, head=head, posthoc_tau=posthoc_tau)
     model.recipe = Recipe(
         method=method, options=_plain(options), backbone=backbone_spec, num_classes=num_classes, in_chans=in_chans,
