@@ -110,3 +110,13 @@ def test_cb_focal_rejects_a_bad_prior() -> None:
     for bad in (0.0, 1.0, "uniform", True):
         with pytest.raises(ConfigError, match="bias_prior must be 'num_classes'"):
             build("cb_focal", backbone="resnet20_cifar", num_classes=10, bias_prior=bad)
+
+
+@pytest.mark.parametrize("method", ["rs", "ce"])
+def test_class_balanced_epochs_have_as_many_steps_as_the_dataset(method: str, tmp_path) -> None:
+    # The cycling class-balanced sampler keeps len(labels) draws per epoch (the authors' trainer stops
+    # after int(len(dataset) / batch_size) steps), so rs takes as many steps per epoch as ce.
+    cfg = load_config(None, [f"model.type={method}", "model.backbone=resnet20_cifar", "data.batch_size=16",
+                             f"output_dir={tmp_path}", "name=run"])
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.steps_per_epoch == len(trainer.data.train) // 16

@@ -311,18 +311,79 @@ def test_reversed_is_proportional_to_n_max_over_n_i() -> None:
 
 
 def test_progressive_moves_from_instance_to_class_balanced() -> None:
+    # The authors' lams = numpy.linspace(0, 1, T): lam_t = t / (T - 1), class-balanced at the last epoch.
     labels = long_tail_labels()
     sampler = ProgressiveSampler(labels, max_epochs=10, num_samples=NUM_DRAWS, seed=4)
     instance = InstanceSampler(labels).class_probabilities()
     balanced = ClassBalancedSampler(labels).class_probabilities()
     torch.testing.assert_close(sampler.class_probabilities(), instance)
-    sampler.set_epoch(4)
-    torch.testing.assert_close(sampler.class_probabilities(), 0.6 * instance + 0.4 * balanced)
-    sampler.set_epoch(10)
+    sampler.set_epoch(3)
+    torch.testing.assert_close(sampler.class_probabilities(), (2 / 3) * instance + (1 / 3) * balanced)
+    sampler.set_epoch(9)  # the last of 10 epochs
     torch.testing.assert_close(sampler.class_probabilities(), balanced)
     assert chi_square_p_value(drawn_class_counts(sampler, labels), EXPECTED["class_balanced"]) > ALPHA
     sampler.set_epoch(25)  # past T it stays class-balanced
     torch.testing.assert_close(sampler.class_probabilities(), balanced)
+
+
+def test_progressive_schedule_is_numpy_linspace() -> None:
+    labels = [0, 0, 0, 1]  # instance [0.75, 0.25], balanced [0.5, 0.5]
+    for max_epochs in (1, 2, 7):
+        lams = np.linspace(0, 1, max_epochs)
+        sampler = ProgressiveSampler(labels, max_epochs=max_epochs)
+        for epoch in range(max_epochs + 2):
+            sampler.set_epoch(epoch)
+            lam = lams[min(epoch, max_epochs - 1)]  # the authors clip the epoch to [0, T - 1]
+            assert sampler.progress == pytest.approx(lam, abs=1e-12)
+            assert sampler.class_probabilities()[1].item() == pytest.approx(0.25 + 0.25 * lam, abs=1e-12)
+
+
+def test_progressive_max_epochs_option_keeps_t_over_t() -> None:
+    labels = long_tail_labels()
+    sampler = ProgressiveSampler(labels, max_epochs=10, balanced_at="max_epochs")
+    instance = InstanceSampler(labels).class_probabilities()
+    balanced = ClassBalancedSampler(labels).class_probabilities()
+    sampler.set_epoch(4)
+    torch.testing.assert_close(sampler.class_probabilities(), 0.6 * instance + 0.4 * balanced)
+    sampler.set_epoch(9)  # the last epoch of a 10-epoch run is not yet balanced in this form
+    torch.testing.assert_close(sampler.class_probabilities(), 0.1 * instance + 0.9 * balanced)
+    sampler.set_epoch(10)
+    torch.testing.assert_close(sampler.class_probabilities(), balanced)
+    with pytest.raises(ConfigError, match="balanced_at must be 'last_epoch'"):
+        ProgressiveSampler(labels, balanced_at="end")
+
+
+def test_progressive_cycles_images_within_each_class() -> None:
+    # The authors' ClassPrioritySampler takes next(RandomCycleIter) of the drawn class: no image of a
+    # class repeats before all of its images have been drawn.
+    labels = long_tail_labels()
+    sampler = ProgressiveSampler(labels, max_epochs=4, seed=3, num_samples=3_000)
+    sampler.set_epoch(2)
+    stream = sampler.indices()
+    for cls in range(len(COUNTS)):
+        images = stream[labels[stream] == cls].tolist()
+        size = COUNTS[cls]
+        for start in range(0, len(images), size):
+            chunk = images[start:start + size]
+            assert len(set(chunk)) == len(chunk), (cls, start)
+    assert len(stream[labels[stream] == 3]) > 2 * COUNTS[3]  # the small class wrapped around several passes
+
+
+def test_progressive_iid_option_is_the_class_weighted_draw() -> None:
+    class Reference(ClassWeightedSampler):  # the two-stage i.i.d. draw with the same class weights
+        def __init__(self, labels, **kw):
+            super().__init__(labels, **kw)
+            self.inner = ProgressiveSampler(labels, max_epochs=5)
+
+        def class_weights(self):
+            self.inner.set_epoch(self.epoch)
+            return self.inner.class_weights()
+
+    labels = long_tail_labels()
+    iid, reference = ProgressiveSampler(labels, max_epochs=5, seed=2, cycle_images=False), Reference(labels, seed=2)
+    for sampler in (iid, reference):
+        sampler.set_epoch(2)
+    assert list(iid) == list(reference)
 
 
 def test_progressive_balanced_end_ignores_empty_classes() -> None:
@@ -335,6 +396,80 @@ def test_progressive_requires_positive_max_epochs() -> None:
     with pytest.raises(ConfigError, match="max_epochs must be >= 1"):
         ProgressiveSampler([0, 1], max_epochs=0)
     assert ProgressiveSampler([0, 1]).max_epochs == 90
+
+
+# ---------------------------------------------------------------------- class-aware (cycling) sampler
+
+
+def _concatenated_epochs(sampler, epochs: int) -> list[int]:
+    stream: list[int] = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        stream += list(sampler)
+    return stream
+
+
+@pytest.mark.parametrize("num_samples", [625, 10, 7])
+def test_class_balanced_cycles_through_the_classes_across_epochs(num_samples: int) -> None:
+    # classifier-balancing's ClassAwareSampler: next(class RandomCycleIter) for every draw; its iterators
+    # keep their state from one epoch to the next, so the cycles run on across epoch boundaries.
+    labels = long_tail_labels()
+    stream = _concatenated_epochs(ClassBalancedSampler(labels, seed=5, num_samples=num_samples), 6)
+    classes = labels[torch.tensor(stream)].tolist()
+    full = len(classes) // 4 * 4
+    for start in range(0, full, 4):
+        assert sorted(classes[start:start + 4]) == [0, 1, 2, 3], start
+    # Class orders differ between cycles (a fresh shuffle per pass), not one fixed order.
+    assert len({tuple(classes[i:i + 4]) for i in range(0, full, 4)}) > 1
+
+
+def test_class_balanced_cycles_through_each_class_without_replacement() -> None:
+    labels = long_tail_labels()
+    stream = torch.tensor(_concatenated_epochs(ClassBalancedSampler(labels, seed=6, num_samples=101), 5))
+    for cls, size in enumerate(COUNTS):
+        images = stream[labels[stream] == cls].tolist()
+        members = sorted((labels == cls).nonzero().flatten().tolist())
+        for start in range(0, len(images) - size + 1, size):  # every full pass is a permutation of the class
+            assert sorted(images[start:start + size]) == members, (cls, start)
+        assert len(set(images[len(images) // size * size:])) == len(images) % size  # the pass in progress
+    passes = [stream[labels[stream] == 3][i:i + 5].tolist() for i in range(0, 100, 5)]
+    assert len({tuple(p) for p in passes}) > 1  # each pass is a fresh shuffle
+
+
+def test_class_balanced_samples_per_class_takes_consecutive_images_of_one_class() -> None:
+    # num_samples_cls = 4 (the authors' cRT configs): each class visit yields 4 images of that class.
+    labels = long_tail_labels()
+    sampler = ClassBalancedSampler(labels, seed=1, samples_per_class=4, num_samples=160)
+    stream = sampler.indices()
+    classes = labels[stream].view(-1, 4)
+    assert bool((classes == classes[:, :1]).all())
+    for cycle in classes[:, 0].view(-1, 4):
+        assert sorted(cycle.tolist()) == [0, 1, 2, 3]
+    tail = stream[labels[stream] == 3].tolist()  # 5 images: every 5 consecutive draws of class 3 are distinct
+    assert all(len(set(tail[i:i + 5])) == 5 for i in range(0, len(tail) - 4, 5))
+    with pytest.raises(ConfigError, match="samples_per_class=4 needs cycle=true"):
+        ClassBalancedSampler(labels, cycle=False, samples_per_class=4)
+
+
+def test_class_balanced_epoch_is_the_dataset_size() -> None:
+    # The authors' trainer stops each epoch after int(len(dataset) / batch_size) steps.
+    labels = long_tail_labels()
+    assert len(ClassBalancedSampler(labels)) == NUM_IMAGES
+    assert len(ClassBalancedSampler(labels, num_replicas=4, rank=1)) == math.ceil(NUM_IMAGES / 4)
+
+
+def test_class_balanced_iid_option_is_the_class_weighted_draw() -> None:
+    class Reference(ClassWeightedSampler):
+        def class_weights(self) -> torch.Tensor:
+            return torch.ones(self.num_classes, dtype=torch.float64)
+
+    labels = long_tail_labels()
+    iid, reference = ClassBalancedSampler(labels, seed=4, cycle=False), Reference(labels, seed=4)
+    iid.set_epoch(3)
+    reference.set_epoch(3)
+    assert list(iid) == list(reference)
+    with pytest.raises(ConfigError, match="cycle must be true or false"):
+        ClassBalancedSampler(labels, cycle="yes")
 
 
 # ---------------------------------------------------------------------- instance sampler

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import operator
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,88 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     # A plain seed + epoch would make (seed=1, epoch=0) replay (seed=0, epoch=1);
     # the splitmix64 finaliser is a bijection, so epochs of one seed never collide.
     return _splitmix64((_splitmix64(seed & _MASK64) + epoch) & _MASK64)
+
+
+_MIX1, _MIX2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser on a ``uint64`` array (wrapping arithmetic)."""
+    values = values + _GOLDEN
+    values = (values ^ (values >> np.uint64(30))) * _MIX1
+    values = (values ^ (values >> np.uint64(27))) * _MIX2
+    return values ^ (values >> np.uint64(31))
+
+
+def _counter_keys(seed: int, *fields: np.ndarray) -> np.ndarray:
+    """Pseudo-random ``uint64`` keys that depend only on ``seed`` and the integer ``fields`` (broadcast).
+
+    A counter-based generator: the key of one (seed, fields) tuple never depends on
+    which other keys are computed, so a sampler can recompute any part of an
+    endless stream, e.g. the cycle that an epoch starts in the middle of.
+    """
+    shape = np.broadcast_shapes(*(np.shape(f) for f in fields))
+    keys = np.full(shape, _splitmix64(seed & _MASK64), dtype=np.uint64)
+    for field in fields:
+        keys = _mix64(keys ^ np.asarray(field).astype(np.uint64))
+    return keys
+
+
+def _permuted_positions(
+    segment_lengths: np.ndarray, keys_for: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random permutations of many segments in one sort.
+
+    The flat array ``0 .. sum(segment_lengths) - 1`` is split into consecutive
+    segments. ``keys_for(segment, within)`` gives a ``uint64`` key to each element
+    (its segment and its index in the segment); within each segment the elements
+    are ordered by key.
+
+    Returns:
+        ``(starts, permuted)``: the flat start of every segment, and for every flat
+        position the within-segment index of the element placed there, so that
+        ``permuted[starts[s] : starts[s] + segment_lengths[s]]`` is a permutation of
+        ``0 .. segment_lengths[s] - 1``.
+    """
+    lengths = segment_lengths.astype(np.int64)
+    starts = np.cumsum(lengths) - lengths
+    segment = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
+    within = np.arange(segment.size, dtype=np.int64) - starts[segment]
+    keys = keys_for(segment, within)
+    # One sort: segment id in the high 32 bits, the key's top 32 bits below it (ties keep index order).
+    order = np.argsort((segment.astype(np.uint64) << np.uint64(32)) | (keys >> np.uint64(32)), kind="stable")
+    return starts, within[order]
+
+
+def _cycled_within_class(
+    sizes: np.ndarray,
+    which: np.ndarray,
+    position: np.ndarray,
+    first_pass: np.ndarray,
+    num_passes: np.ndarray,
+    keys_for: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Within-class image indices of draws that cycle through each class without replacement.
+
+    Class ``c`` (of ``sizes[c]`` images) is read as an endless stream of passes,
+    each pass a fresh random permutation of its images (``RandomCycleIter`` of
+    classifier-balancing). A draw of class ``which[i]`` at stream position
+    ``position[i]`` gets the image at ``position % size`` of pass
+    ``position // size``. Only the passes ``first_pass[c] ..
+    first_pass[c] + num_passes[c] - 1`` are built; ``keys_for(class, pass, index)``
+    orders the images of one pass.
+    """
+    num_passes = num_passes.astype(np.int64)
+    segment_class = np.repeat(np.arange(sizes.size, dtype=np.int64), num_passes)
+    segment_first = np.cumsum(num_passes) - num_passes
+    segment_pass = first_pass[segment_class] + np.arange(segment_class.size, dtype=np.int64) - segment_first[segment_class]
+    starts, permuted = _permuted_positions(
+        sizes[segment_class],
+        lambda segment, within: keys_for(segment_class[segment], segment_pass[segment], within),
+    )
+    size = sizes[which]
+    segment = segment_first[which] + position // size - first_pass[which]
+    return permuted[starts[segment] + position % size]
 
 
 def _as_int(name: str, value: Any, *, minimum: int | None = None) -> int:
