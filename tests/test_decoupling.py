@@ -128,3 +128,12 @@ def test_tau_norm_method_records_keep_bias_and_rebuilds() -> None:
 def test_tau_grid_is_the_authors_linspace() -> None:
     # tau_norm.py: for p in np.linspace(0, 2, 21)
     assert TAU_GRID == tuple(i / 10 for i in range(21))
+
+
+@pytest.mark.parametrize("method", ["crt", "lws"])
+def test_stage2_samples_four_images_per_class_visit_like_the_authors_configs(method) -> None:
+    # classifier-balancing config/*/cls_crt.yaml and cls_lws.yaml: ClassAwareSampler, num_samples_cls: 4
+    spec = build(method, backbone="resnet20_cifar", num_classes=10).recipe.samplers["main"]
+    assert (spec.type, spec.options) == ("class_balanced", {"samples_per_class": 4})
+    plain = build(method, backbone="resnet20_cifar", num_classes=10, sampler="class_balanced")
+    assert plain.recipe.samplers["main"].options == {}

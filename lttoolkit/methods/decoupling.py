@@ -137,16 +137,26 @@ def _stage2(stage: str, call: dict[str, Any], sampler: Spec = "instance", loss: 
     return decoupled
 
 
+# The authors' cRT and LWS configs (config/*/cls_crt.yaml, cls_lws.yaml): ClassAwareSampler, num_samples_cls: 4.
+STAGE2_SAMPLER: Mapping[str, Any] = {"type": "class_balanced", "samples_per_class": 4}
+
+
 @METHODS.register(name="crt")
 def crt(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
-        in_chans: int = 3, sampler: Spec = "class_balanced", loss: Spec = "cross_entropy") -> DecoupledModel:
+        in_chans: int = 3, sampler: Spec = STAGE2_SAMPLER, loss: Spec = "cross_entropy") -> DecoupledModel:
     """Decoupling stage 2, classifier re-training (Kang et al. 2020): frozen features, class-balanced sampling.
+
+    The default sampler is the authors' configuration: class-aware sampling taking
+    4 images of a class per visit (``{"type": "class_balanced", "samples_per_class": 4}``).
 
     >>> from lttoolkit import build
     >>> model = build("crt", backbone="resnet20_cifar", num_classes=10)
     >>> [name for name, p in model.named_parameters() if p.requires_grad]
     ['backbone.fc.weight', 'backbone.fc.bias']
+    >>> model.recipe.samplers["main"].options
+    {'samples_per_class': 4}
     """
+    sampler = dict(sampler) if isinstance(sampler, Mapping) else sampler  # never share the default dict
     call = dict(backbone=backbone, num_classes=num_classes, pretrained=pretrained, in_chans=in_chans,
                 sampler=sampler, loss=loss)
     return _stage2("crt", call, sampler, loss)
@@ -154,8 +164,12 @@ def crt(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretraine
 
 @METHODS.register(name="lws")
 def lws(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
-        in_chans: int = 3, sampler: Spec = "class_balanced", loss: Spec = "cross_entropy") -> DecoupledModel:
-    """Decoupling stage 2, learnable weight scaling (Kang et al. 2020): one scale per class is trained."""
+        in_chans: int = 3, sampler: Spec = STAGE2_SAMPLER, loss: Spec = "cross_entropy") -> DecoupledModel:
+    """Decoupling stage 2, learnable weight scaling (Kang et al. 2020): one scale per class is trained.
+
+    Same default sampler as :func:`crt` (the authors' ``cls_lws.yaml``).
+    """
+    sampler = dict(sampler) if isinstance(sampler, Mapping) else sampler
     call = dict(backbone=backbone, num_classes=num_classes, pretrained=pretrained, in_chans=in_chans,
                 sampler=sampler, loss=loss)
     return _stage2("lws", call, sampler, loss)
