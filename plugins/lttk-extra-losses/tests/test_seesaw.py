@@ -49,9 +49,52 @@ def test_both_factors_by_hand():
 
 def test_batch_mean_and_default_options():
     loss = SeesawLoss(COUNTS)
-    assert (loss.p, loss.q, loss.accumulate) == (0.8, 2.0, False)
+    assert (loss.p, loss.q, loss.accumulate, loss.eps) == (0.8, 2.0, False, 0.01)
     logits, targets = torch.randn(6, 3), torch.tensor([0, 1, 2, 2, 1, 0])
     assert loss(logits, targets).item() == pytest.approx(loss.per_sample_loss(logits, targets).mean().item())
+
+
+def _mmdetection_seesaw(logits: list[float], target: int, counts: list[int], p: float, q: float, eps: float) -> float:
+    """mmdetection's seesaw_ce_loss for one sample, with plain math: ratio = sigma_j / max(sigma_i, eps)."""
+    top = max(logits)
+    exps = [math.exp(z - top) for z in logits]
+    sigma = [e / sum(exps) for e in exps]
+    adjusted = []
+    for j, z in enumerate(logits):
+        weight = 1.0
+        ratio = counts[j] / counts[target]
+        if p > 0 and ratio < 1.0:
+            weight *= ratio**p
+        score = sigma[j] / max(sigma[target], eps)
+        if q > 0 and score > 1.0:
+            weight *= score**q
+        adjusted.append(z + (math.log(weight) if j != target else 0.0))
+    top = max(adjusted)
+    return -(adjusted[target] - top - math.log(sum(math.exp(z - top) for z in adjusted)))
+
+
+def test_compensation_ratio_clamps_the_target_probability_at_eps():
+    # A collapsed target: sigma_0 = e^-8 / (e^-8 + 2) ~ 1.7e-4 < eps = 0.01, so C_0j = (sigma_j / 0.01)^2.
+    logits, counts = [-8.0, 0.0, 0.0], [1, 1, 1]
+    sigma_j = 1 / (math.exp(-8.0) + 2)
+    expected = math.log(math.exp(-8.0) + 2 * (sigma_j / 0.01) ** 2) + 8.0  # -log(e^-8 / (e^-8 + 2 C e^0))
+    loss = SeesawLoss(counts, p=0.0, q=2.0)
+    assert per_sample(loss, [logits], [0]) == pytest.approx([expected], rel=1e-5)
+    assert expected == pytest.approx(_mmdetection_seesaw(logits, 0, counts, 0.0, 2.0, 0.01), rel=1e-9)
+    # eps = 0: the exact ratio, a much larger factor
+    exact = math.log(math.exp(-8.0) + 2 * (sigma_j * (math.exp(-8.0) + 2) / math.exp(-8.0)) ** 2) + 8.0
+    assert per_sample(SeesawLoss(counts, p=0.0, q=2.0, eps=0.0), [logits], [0]) == pytest.approx([exact], rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_defaults_equal_mmdetection_on_random_batches(seed):
+    generator = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(8, 4, generator=generator, dtype=torch.float64) * 4).tolist()
+    targets = torch.randint(0, 4, (8,), generator=generator).tolist()
+    counts = [50, 20, 5, 1]
+    got = SeesawLoss(counts).per_sample_loss(torch.tensor(logits, dtype=torch.float64), torch.tensor(targets)).tolist()
+    expected = [_mmdetection_seesaw(row, t, counts, 0.8, 2.0, 0.01) for row, t in zip(logits, targets)]
+    assert got == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -129,7 +172,8 @@ def test_reweighting_is_inherited():
     torch.testing.assert_close(loss(logits, targets), expected)
 
 
-@pytest.mark.parametrize("options", [{"p": -1.0}, {"q": float("nan")}, {"accumulate": "yes"}, {"p": True}])
+@pytest.mark.parametrize("options", [{"p": -1.0}, {"q": float("nan")}, {"accumulate": "yes"}, {"p": True}, {"eps": -0.1},
+                                     {"eps": 2.0}])
 def test_invalid_options_raise_config_error(options):
     with pytest.raises(ConfigError):
         SeesawLoss(COUNTS, **options)

@@ -12,6 +12,13 @@ For a sample of class ``i`` the softmax denominator weighs every other class
   ``sigma_j > sigma_i``, else 1 (``sigma`` the softmax probabilities), restores
   the penalty when class ``j`` is wrongly scored above the true class.
 
+**Clamped ratio.** The authors' implementation (mmdetection,
+``mmdet/models/losses/seesaw_loss.py``, ``seesaw_ce_loss``) divides by the
+target probability clamped from below, ``sigma_j / max(sigma_i, eps)`` with
+``eps = 0.01``, so a sample whose target probability has collapsed does not
+get an unbounded compensation factor. This loss does the same by default;
+``eps=0`` gives the exact ratio of the paper's formula.
+
 The paper's defaults are ``p = 0.8`` and ``q = 2``. Both factors are constants
 for back-propagation (``sigma`` is taken from detached logits), as in the
 paper's gradient analysis and its reference implementation, so the gradient is
@@ -29,20 +36,21 @@ With ``p = 0`` and ``q = 0`` every ``S_ij`` is 1 and the loss is cross-entropy.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lttk_extra_losses._checks import flag, non_negative
+from lttk_extra_losses._checks import flag, non_negative, probability
 from lttoolkit.losses import LongTailLoss
 
 __all__ = ["SeesawLoss", "seesaw_log_factors"]
 
 
 def seesaw_log_factors(logits: Tensor, targets: Tensor, class_counts: Tensor, p: float = 0.8,
-                       q: float = 2.0) -> Tensor:
+                       q: float = 2.0, eps: float = 0.01) -> Tensor:
     """``log S_ij`` for every sample and class (0 in the target column), without gradient.
 
     Args:
@@ -51,6 +59,8 @@ def seesaw_log_factors(logits: Tensor, targets: Tensor, class_counts: Tensor, p:
         class_counts: ``[C]`` samples per class (0 is treated as 1).
         p: exponent of the mitigation factor, ``>= 0``.
         q: exponent of the compensation factor, ``>= 0``.
+        eps: lower bound on the target probability in the compensation factor's
+            ratio ``sigma_j / max(sigma_i, eps)`` (mmdetection's 0.01; 0 for the exact ratio).
 
     Returns:
         A ``[B, C]`` tensor in the dtype of ``logits``.
@@ -59,6 +69,11 @@ def seesaw_log_factors(logits: Tensor, targets: Tensor, class_counts: Tensor, p:
     >>> factors = seesaw_log_factors(torch.zeros(1, 3), torch.tensor([0]), torch.tensor([4, 2, 1]), p=1.0, q=0.0)
     >>> [round(math.exp(v), 4) for v in factors[0].tolist()]  # M_0j = N_j / N_0
     [1.0, 0.5, 0.25]
+    >>> logits = torch.tensor([[-10.0, 0.0]])  # sigma = [4.54e-5, 0.99995]
+    >>> round(math.exp(seesaw_log_factors(logits, torch.tensor([0]), torch.tensor([1, 1]), p=0.0, q=1.0)[0, 1]), 1)
+    100.0
+    >>> round(math.exp(seesaw_log_factors(logits, torch.tensor([0]), torch.tensor([1, 1]), 0.0, 1.0, eps=0)[0, 1]))
+    22026
     """
     with torch.no_grad():
         log_counts = class_counts.to(device=logits.device, dtype=logits.dtype).clamp(min=1.0).log()
@@ -68,7 +83,10 @@ def seesaw_log_factors(logits: Tensor, targets: Tensor, class_counts: Tensor, p:
         if q > 0:
             # log(sigma_j / sigma_i) from log-probabilities: no division by a vanishing sigma_i.
             log_probs = F.log_softmax(logits.detach(), dim=1)
-            log_prob_ratio = log_probs - log_probs.gather(1, targets.unsqueeze(1))
+            log_target = log_probs.gather(1, targets.unsqueeze(1))
+            if eps > 0:
+                log_target = log_target.clamp(min=math.log(eps))
+            log_prob_ratio = log_probs - log_target
             log_factors = log_factors + q * log_prob_ratio.clamp(min=0.0)
     return log_factors
 
@@ -83,6 +101,8 @@ class SeesawLoss(LongTailLoss):
         q: compensation exponent, ``>= 0`` (2.0 in the paper).
         accumulate: count ``N`` online from the targets of each call in
             training mode, as the paper does, instead of using ``class_counts``.
+        eps: lower bound on the target probability in the compensation ratio
+            (0.01, as mmdetection; 0 for the exact ratio).
         reweight: per-class weighting of the batch mean, as for every
             :class:`~lttoolkit.losses.LongTailLoss`.
         beta: effective-number hyper-parameter for ``reweight="effective_number"``.
@@ -106,6 +126,7 @@ class SeesawLoss(LongTailLoss):
         p: float = 0.8,
         q: float = 2.0,
         accumulate: bool = False,
+        eps: float = 0.01,
         reweight: str = "none",
         beta: float = 0.9999,
         drw_epoch: int | None = None,
@@ -113,6 +134,7 @@ class SeesawLoss(LongTailLoss):
         super().__init__(class_counts, reweight=reweight, beta=beta, drw_epoch=drw_epoch)
         self.p = non_negative("p", p)
         self.q = non_negative("q", q)
+        self.eps = probability("eps", eps)
         self.accumulate = flag("accumulate", accumulate)
         self.register_buffer("seen_counts", torch.zeros(self.num_classes, dtype=torch.int64))
 
@@ -124,8 +146,9 @@ class SeesawLoss(LongTailLoss):
         if self.accumulate and self.training:
             # Counted before the factors are computed: the current batch is part of "seen so far".
             self.seen_counts += torch.bincount(targets.detach(), minlength=self.num_classes).to(self.seen_counts)
-        log_factors = seesaw_log_factors(logits, targets, self.mitigation_counts(), self.p, self.q)
+        log_factors = seesaw_log_factors(logits, targets, self.mitigation_counts(), self.p, self.q, self.eps)
         return F.cross_entropy(logits + log_factors, targets, reduction="none")
 
     def _options_repr(self) -> list[str]:
-        return [f"p={self.p}", f"q={self.q}"] + (["accumulate=True"] if self.accumulate else [])
+        parts = [f"p={self.p}", f"q={self.q}"] + (["accumulate=True"] if self.accumulate else [])
+        return parts + ([f"eps={self.eps}"] if self.eps != 0.01 else [])
