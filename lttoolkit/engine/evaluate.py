@@ -35,8 +35,12 @@ def load_model(checkpoint: str | Path | dict[str, Any], *, device: str | torch.d
 
         load_plugin(module)
     recipe = Recipe.model_validate(state["recipe"])
-    model = recipe.rebuild()
+    # The checkpoint holds every weight: never fetch pretrained ones (works offline), but keep
+    # the recipe as trained, so the model still says it started from pretrained weights.
+    offline = {"pretrained": False} if recipe.options.get("pretrained") else {}
+    model = recipe.rebuild(**offline)
     model.load_state_dict(state["model"])
+    model.recipe = recipe
     return model.to(device).eval(), state
 
 

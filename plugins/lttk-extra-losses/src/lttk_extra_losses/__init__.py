@@ -1,7 +1,7 @@
 """lttk-extra-losses: two long-tail losses for lttoolkit, shipped as entry-point plugins.
 
 * ``seesaw``: Seesaw loss (Wang et al., CVPR 2021), :class:`SeesawLoss`.
-* ``equalization``: softmax equalization loss (Tan et al., CVPR 2020), :class:`EqualizationLoss`.
+* ``equalization``: equalization loss (Tan et al., CVPR 2020), sigmoid form by default, :class:`EqualizationLoss`.
 
 lttoolkit finds them through the ``lttoolkit.losses`` entry points declared in
 this distribution's ``pyproject.toml``; importing this package registers
