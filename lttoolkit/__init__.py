@@ -40,6 +40,10 @@ _LAZY: dict[str, str] = {
     "SingleBranchModel": "lttoolkit.methods.single_branch",
     "create_backbone": "lttoolkit.backbones",
     "find_last_block": "lttoolkit.methods.bilateral",
+    "bbn_logits": "lttoolkit.methods.bilateral",
+    "bbn_loss": "lttoolkit.methods.bilateral",
+    "load_official_bbn": "lttoolkit.methods.bbn_official",
+    "convert_official_bbn": "lttoolkit.methods.bbn_official",
     "errors": "lttoolkit.errors",
 }
 
@@ -54,6 +58,10 @@ __all__ = [
     "SingleBranchModel",
     "create_backbone",
     "find_last_block",
+    "bbn_logits",
+    "bbn_loss",
+    "load_official_bbn",
+    "convert_official_bbn",
     "SAMPLERS",
     "LOSSES",
     "SCHEDULES",
@@ -67,7 +75,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from lttoolkit import errors
     from lttoolkit.backbones import create_backbone
     from lttoolkit._build import build
-    from lttoolkit.methods.bilateral import BilateralWrapper, find_last_block
+    from lttoolkit.methods.bbn_official import convert_official_bbn, load_official_bbn
+    from lttoolkit.methods.bilateral import BilateralWrapper, bbn_logits, bbn_loss, find_last_block
     from lttoolkit.methods.single_branch import SingleBranchModel
     from lttoolkit.recipe import ComponentSpec, Recipe
 

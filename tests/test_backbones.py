@@ -139,19 +139,35 @@ def test_feature_info_matches_timm_features_only():
         assert 32 // out.shape[-1] == item["reduction"]
 
 
-def test_zero_pad_shortcut_is_option_a():
+def test_zero_pad_shortcut_is_option_a_padded_on_both_sides():
+    # The official BBN / LDAM-DRW shortcut: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4)).
     x = torch.randn(2, 16, 8, 8)
     out = ZeroPadShortcut(16, 32, 2)(x)
     assert out.shape == (2, 32, 4, 4)
-    torch.testing.assert_close(out[:, :16], x[:, :, ::2, ::2])
-    assert (out[:, 16:] == 0).all()
+    torch.testing.assert_close(out[:, 8:24], x[:, :, ::2, ::2])
+    assert (out[:, :8] == 0).all() and (out[:, 24:] == 0).all()
+    out = ZeroPadShortcut(32, 64, 2)(torch.randn(1, 32, 8, 8))
+    assert (out[:, :16] == 0).all() and (out[:, 48:] == 0).all() and (out[:, 16:48] != 0).all()
 
 
-def test_kaiming_init_of_convs():
+def test_kaiming_fan_in_init_of_convs_as_the_official_code():
     model = create_backbone("resnet110_cifar", num_classes=10)
-    conv = model.layer3[-1].conv2  # fan_out = 64 * 9
-    expected_std = (2.0 / (64 * 9)) ** 0.5
+    conv = model.layer2[0].conv1  # 16 -> 32 channels: fan_in = 16 * 9, fan_out = 32 * 9
+    expected_std = (2.0 / (16 * 9)) ** 0.5
     assert abs(conv.weight.std().item() - expected_std) / expected_std < 0.05
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = create_backbone("resnet20_cifar", num_classes=3).double()
+    checkpointed = create_backbone("resnet20_cifar", num_classes=3).double()
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.set_grad_checkpointing(True)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    for model in (plain, checkpointed):
+        model(x).square().sum().backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
 
 
 def test_bad_depth_is_a_config_error():

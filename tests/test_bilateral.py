@@ -2,11 +2,15 @@
 
 The reference for each check is the plain backbone with one branch's copy of
 the duplicated block swapped in: that is what BBN's two separate passes compute.
+(tests/test_bbn_official.py checks the wrapper against the official network itself.)
 """
 
 from __future__ import annotations
 
 import copy
+import io
+import math
+import pickle
 from dataclasses import dataclass
 
 import pytest
@@ -15,9 +19,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.testing import assert_close
 
+from lttoolkit import build
 from lttoolkit.backbones import create_backbone
 from lttoolkit.errors import BackboneSplitError
-from lttoolkit.methods.bilateral import BRANCHES, BilateralBlock, BilateralWrapper, find_last_block
+from lttoolkit.methods.bilateral import (
+    BRANCHES,
+    BilateralBlock,
+    BilateralWrapper,
+    bbn_logits,
+    bbn_loss,
+    convert_sync_batchnorm,
+    find_last_block,
+)
 
 NUM_CLASSES = 5
 PLUGIN = "plugin"
@@ -201,8 +214,10 @@ def test_find_last_block(family: Family) -> None:
 @pytest.mark.parametrize(
     "name, split_at, options",
     [
-        ("resnet20_cifar", None, {}),
+        ("resnet32_cifar", None, {}),
         ("resnet20_cifar", "layer3.1", {}),  # layer3.2 then runs on both branches' images
+        ("resnet18", None, {}),  # timm ResNet
+        ("convnext_atto", None, {}),  # timm ConvNeXt: LayerNorm, no batch norm
         # timm's BatchNormAct2d follows the block; float64 convolutions are slow on CPU.
         pytest.param("efficientnet_b0", None, {"drop_rate": 0.0}, id="efficientnet_b0", marks=pytest.mark.slow),
         (PLUGIN, None, {}),  # a batch norm follows the block
@@ -255,22 +270,149 @@ def test_training_forward_equals_two_separate_passes(
     assert all(value is not None for value in reference.values()), "every parameter takes part"
     for key, value in reference.items():
         assert_close(actual[key], value, **TOL64, msg=lambda message, key=key: f"{key}: {message}")
-    # The running statistics really moved (not both left at their initial values).
-    assert any(key.endswith("running_mean") and value.abs().sum() > 0 for key, value in actual.items())
+    # The running statistics really moved (not both left at their initial values); ConvNeXt has none.
+    if name != "convnext_atto":
+        assert any(key.endswith("running_mean") and value.abs().sum() > 0 for key, value in actual.items())
 
 
-def test_shared_batch_norm_is_what_branchwise_norm_avoids() -> None:
-    # Without branch-wise statistics the trunk's batch norm mixes the two branches'
-    # images, so the equality above is not automatic: it can fail.
-    torch.manual_seed(0)
-    backbone = create_backbone("resnet20_cifar", num_classes=NUM_CLASSES)
-    twin = copy.deepcopy(backbone)
-    shared = BilateralWrapper(backbone, NUM_CLASSES, branchwise_norm=False).train()
-    branchwise = BilateralWrapper(twin, NUM_CLASSES).train()
-    branchwise.load_state_dict(shared.state_dict())
+def test_one_shared_trunk_pass_would_differ() -> None:
+    # The two-pass equality above is not automatic: one trunk pass over both batches
+    # (batch statistics shared by the branches) gives other logits, so the test can fail.
+    model, _ = wrap("resnet20_cifar")
+    model.train()
     x_c, x_r = images(32, 4, seed=4), images(32, 4, seed=5) * 3 + 1
     with torch.no_grad():
-        assert not torch.allclose(shared(x_c, x_r, alpha=0.5), branchwise(x_c, x_r, alpha=0.5), atol=1e-3)
+        shared = model.backbone.forward_features(torch.cat([x_c, x_r]))  # both blocks on all 8 images
+        f = model.backbone.forward_head(shared, pre_logits=True)
+        one_pass = bbn_logits(model.classifier, f[:4], f[12:], 0.5)
+        two_passes = model(x_c, x_r, alpha=0.5)
+    assert not torch.allclose(one_pass, two_passes, atol=1e-3)
+
+
+def test_bbn_equations_by_hand() -> None:
+    classifier = nn.Linear(4, 2)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.tensor([[1.0, 0.0, 2.0, 0.0], [0.0, 1.0, 0.0, -1.0]]))
+        classifier.bias.copy_(torch.tensor([0.5, -0.5]))
+    f_c, f_r = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0]])
+    # alpha = 0.25: [0.5 f_c ; 1.5 f_r] = [0.5, 1, 4.5, 6] -> [0.5 + 9 + 0.5, 1 - 6 - 0.5]
+    assert_close(bbn_logits(classifier, f_c, f_r, 0.25), torch.tensor([[10.0, -5.5]]))
+    # alpha = 0.5 is the inference rule W·[f_c ; f_r] + b
+    assert_close(bbn_logits(classifier, f_c, f_r, 0.5), classifier(torch.cat([f_c, f_r], 1)))
+    assert_close(bbn_logits(classifier, f_c, f_r, torch.tensor(0.25)), torch.tensor([[10.0, -5.5]]))
+    logits = torch.tensor([[1.0, 0.0]])
+    ce0, ce1 = math.log(1 + math.exp(-1)), math.log(1 + math.exp(1))
+    loss = bbn_loss(F.cross_entropy, logits, torch.tensor([0]), torch.tensor([1]), 0.8)
+    assert loss.item() == pytest.approx(0.8 * ce0 + 0.2 * ce1)
+
+
+def test_branchwise_norm_option_is_accepted_and_ignored() -> None:
+    # Old configs and checkpoints carry branchwise_norm; they still build, with a note.
+    torch.manual_seed(0)
+    plain = build("bbn", backbone="resnet20_cifar", num_classes=3)
+    torch.manual_seed(0)
+    with pytest.warns(FutureWarning, match="branchwise_norm is no longer an option"):
+        old = build("bbn", backbone="resnet20_cifar", num_classes=3, branchwise_norm=True)
+    assert "branchwise_norm" not in old.recipe.options
+    assert old.state_dict().keys() == plain.state_dict().keys()
+    x = images(32)
+    with torch.no_grad():
+        assert_close(old.eval()(x), plain.eval()(x))
+
+
+# ---------------------------------------------------------------------------- what GPU users need
+def _step(model: BilateralWrapper, x_c: Tensor, x_r: Tensor, alpha: float = 0.3) -> Tensor:
+    targets = (torch.tensor([0, 1, 2, 3]), torch.tensor([4, 0, 1, 2]))
+    logits = model(x_c, x_r, alpha=alpha)
+    model.combine_loss(F.cross_entropy, logits, targets, alpha=alpha).backward()
+    return logits
+
+
+def _grads(model: nn.Module) -> dict[str, Tensor]:
+    return {name: param.grad for name, param in model.named_parameters()}
+
+
+def test_compile_gives_one_graph_for_the_training_forward() -> None:
+    model, _ = wrap("resnet32_cifar")
+    model.train()
+    x_c, x_r = images(32, 4, seed=4), images(32, 4, seed=5)
+    alpha = torch.tensor(0.3)
+    explanation = torch._dynamo.explain(model)(x_c, x_r, alpha=alpha)
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    eager_twin = copy.deepcopy(model)
+    assert_close(compiled(x_c, x_r, alpha=alpha), eager_twin(x_c, x_r, alpha=alpha))
+    torch._dynamo.reset()
+
+
+def test_channels_last_is_kept_through_the_whole_model() -> None:
+    model, _ = wrap("resnet20_cifar")
+    model = model.to(memory_format=torch.channels_last).train()
+    seen: list[bool] = []
+
+    def check(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        seen.append(inputs[0].is_contiguous(memory_format=torch.channels_last))
+
+    handles = [m.register_forward_pre_hook(check) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    try:
+        x_c = images(32, 4, seed=4).to(memory_format=torch.channels_last)
+        x_r = images(32, 4, seed=5).to(memory_format=torch.channels_last)
+        _step(model, x_c, x_r)
+        with torch.no_grad():
+            model.eval()(x_c)
+    finally:
+        for handle in handles:
+            handle.remove()
+    def count(root: nn.Module) -> int:
+        return sum(isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) for m in root.modules())
+
+    block, trunk = count(model.bilateral_block), count(model) - count(model.bilateral_block)
+    # training: the trunk twice, each copy of the block once; inference: the trunk once, both copies
+    assert len(seen) == 3 * trunk + 2 * block
+    assert all(seen), f"{seen.count(False)} of {len(seen)} layer inputs lost channels_last"
+
+
+def test_pickle_and_torch_save_keep_a_working_model() -> None:
+    model, _ = wrap("resnet20_cifar")
+    restored = pickle.loads(pickle.dumps(model))
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    x_c, x_r = images(32, 4, seed=4), images(32, 4, seed=5)
+    for copy_ in (restored, loaded, copy.deepcopy(model)):
+        copy_.train()
+        assert_close(_step(copy_, x_c, x_r), _step(copy.deepcopy(model).train(), x_c, x_r))
+        # the restored branches train the restored weights (not the original's)
+        assert copy_.bilateral_block.rebalancing.conv1.weight.grad is not None
+        assert model.bilateral_block.rebalancing.conv1.weight.grad is None
+
+
+@pytest.mark.parametrize("name", ["resnet20_cifar", "resnet18"])
+def test_gradient_checkpointing_gives_the_same_step(name: str) -> None:
+    model, _ = wrap(name)
+    model.double().train()
+    checkpointed = copy.deepcopy(model)
+    checkpointed.set_grad_checkpointing(True)
+    x_c, x_r = images(32, 4, seed=4).double(), images(32, 4, seed=5).double()
+    assert_close(_step(checkpointed, x_c, x_r), _step(model, x_c, x_r), **TOL64)
+    reference = _grads(model)
+    assert all(grad is not None for grad in reference.values())
+    for key, grad in _grads(checkpointed).items():
+        assert_close(grad, reference[key], **TOL64, msg=key)
+    # (Running statistics are not compared: PyTorch's recomputation runs batch norm's forward a
+    # second time and updates them again, with or without BBN.)
+
+
+def test_branch_views_follow_module_replacement() -> None:
+    # Sync batch norm (and any surgery) replaces modules: the next pass must use the new ones.
+    model, _ = wrap("resnet20_cifar")
+    converted = convert_sync_batchnorm(model)
+    conventional, rebalancing = converted._views()
+    assert isinstance(conventional.bn1, nn.SyncBatchNorm) and conventional.bn1 is converted.backbone.bn1
+    assert rebalancing.layer3[2] is converted.bilateral_block.rebalancing
+    assert isinstance(rebalancing.layer3[2].bn1, nn.SyncBatchNorm)
 
 
 # ---------------------------------------------------------------------------- loss and arguments
@@ -333,33 +475,3 @@ def test_split_at_outside_the_features_raises() -> None:
     model = BilateralWrapper(create_backbone("resnet20_cifar", num_classes=NUM_CLASSES), NUM_CLASSES, split_at="fc")
     with pytest.raises(BackboneSplitError, match="split_at"):
         model.eval()(images(32))
-
-
-@pytest.mark.parametrize("kind", ["torch", "timm_act"])
-def test_branchwise_norm_layer_equals_one_call_per_branch(kind: str) -> None:
-    # Both code paths of the branch-wise batch norm, one layer at a time: torch's own
-    # BatchNorm2d (direct kernel call) and timm's BatchNormAct2d, whose forward adds an
-    # activation that a direct kernel call would drop.
-    from timm.layers import BatchNormAct2d
-
-    from lttoolkit.methods.bilateral import _BN_GROUPS, _make_branchwise
-
-    layer = nn.BatchNorm2d(3) if kind == "torch" else BatchNormAct2d(3, act_layer=nn.ReLU)
-    with torch.no_grad():
-        layer.weight.uniform_(0.5, 1.5)
-        layer.bias.uniform_(-0.5, 0.5)
-    reference = copy.deepcopy(layer).double().train()
-    _make_branchwise(layer)
-    layer.double().train()
-    x = torch.randn(8, 3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
-    token = _BN_GROUPS.set(2)
-    try:
-        out = layer(x)  # rows interleaved c0, r0, c1, r1, ...
-    finally:
-        _BN_GROUPS.reset(token)
-    expected = torch.stack([reference(x[0::2]), reference(x[1::2])], 1).flatten(0, 1)
-    assert_close(out, expected)
-    if kind == "timm_act":
-        assert (out >= 0).all() and (out == 0).any()  # the ReLU ran
-    for name, buffer in reference.named_buffers():
-        assert_close(dict(layer.named_buffers())[name], buffer, msg=name)

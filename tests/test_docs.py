@@ -278,11 +278,14 @@ def test_schedule_curves_cover_every_schedule_and_follow_their_formulas() -> Non
 
 
 def test_div_epoch_quirk_curves_match_the_official_divisor() -> None:
-    curves = hooks.quirk_curves((90, 200))
-    # Official code: alpha = 1 - (T / (100 * (E // 100 + 1)))^2, 0-based T
+    curves = hooks.quirk_curves((90, 180, 200))
+    # Official lib/core/combiner.py: div_epoch = 100 * (E // 100 + 1) if E in [90, 180] else E,
+    # alpha = 1 - ((epoch - 1) / div_epoch)^2 with 1-based epochs, i.e. 0-based T.
     assert curves["90 epochs, div_epoch_quirk"][-1] == pytest.approx(1 - (89 / 100) ** 2)
-    assert curves["200 epochs, div_epoch_quirk"][-1] == pytest.approx(1 - (199 / 300) ** 2)
-    assert curves["200 epochs"][-1] == pytest.approx(1 - (199 / 200) ** 2)
+    assert curves["180 epochs, div_epoch_quirk"][-1] == pytest.approx(1 - (179 / 200) ** 2)
+    assert curves["200 epochs, div_epoch_quirk"][-1] == pytest.approx(1 - (199 / 200) ** 2)
+    assert curves["200 epochs, div_epoch_quirk"] == curves["200 epochs"]
+    assert curves["90 epochs"][-1] == pytest.approx(1 - (89 / 90) ** 2)
 
 
 def test_schedule_plots_name_every_schedule_and_are_reproducible() -> None:

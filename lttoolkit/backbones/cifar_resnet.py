@@ -9,6 +9,16 @@ and doubles the channels the identity is subsampled and zero-padded (the
 paper's "option A"), which adds no parameters. ResNet-32 is the backbone BBN
 (Zhou et al., CVPR 2020) and most long-tailed CIFAR work use.
 
+The layout and initialisation are those of the official BBN code
+(megvii-research/BBN, ``lib/backbone/resnet_cifar.py``, itself the widely used
+CIFAR ResNet that LDAM-DRW also ships): the option-A shortcut puts half of the
+new zero channels before the input's channels and half after, and convolutions
+start from ``kaiming_normal_`` (fan-in). The same weights therefore give the same
+outputs in both, and :func:`lttoolkit.convert_official_bbn` loads the official
+checkpoints. (Padding on one side only would be the same network up to a
+permutation of channels: it trains the same from scratch, but official weights
+would not fit.)
+
 Each model is registered twice: in timm's registry (``timm.create_model(
 "resnet32_cifar")`` works once ``lttoolkit`` is imported) and in
 :data:`lttoolkit.BACKBONES`. There are no published weights for them.
@@ -30,6 +40,7 @@ import torch.nn.functional as F
 from timm.layers import create_classifier
 from timm.models import (
     PretrainedCfg,
+    checkpoint_seq,
     build_model_with_cfg,
     generate_default_cfgs,
     register_model,
@@ -60,7 +71,10 @@ CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
 
 class ZeroPadShortcut(nn.Module):
-    """Parameter-free shortcut: subsample by ``stride`` and append zero channels ("option A").
+    """Parameter-free shortcut: subsample by ``stride`` and pad with zero channels ("option A").
+
+    The new channels are split evenly before and after the input's (the official
+    BBN / LDAM-DRW layout: ``planes // 4`` on each side when the width doubles).
 
     Args:
         in_chs: channels of the input.
@@ -68,8 +82,11 @@ class ZeroPadShortcut(nn.Module):
         stride: spatial subsampling factor.
 
     >>> import torch
-    >>> ZeroPadShortcut(16, 32, 2)(torch.ones(1, 16, 8, 8)).shape
+    >>> out = ZeroPadShortcut(16, 32, 2)(torch.ones(1, 16, 8, 8))
+    >>> out.shape
     torch.Size([1, 32, 4, 4])
+    >>> out[0, :, 0, 0].tolist() == [0.0] * 8 + [1.0] * 16 + [0.0] * 8
+    True
     """
 
     def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
@@ -84,8 +101,9 @@ class ZeroPadShortcut(nn.Module):
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         if self.out_chs > self.in_chs:
+            added = self.out_chs - self.in_chs
             # F.pad pads the last dimensions first: (W, W, H, H, C_before, C_after).
-            x = F.pad(x, (0, 0, 0, 0, 0, self.out_chs - self.in_chs))
+            x = F.pad(x, (0, 0, 0, 0, added // 2, added - added // 2))
         return x
 
     def extra_repr(self) -> str:
@@ -188,6 +206,7 @@ class CifarResNet(nn.Module):
         if not 0.0 <= self.drop_rate < 1.0:
             raise ConfigError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
         self.global_pool_type = global_pool
+        self.grad_checkpointing = False
 
         self.conv1 = nn.Conv2d(in_chans, widths[0], 3, stride=1, padding=1, bias=False, **dd)
         self.bn1 = nn.BatchNorm2d(widths[0], **dd)
@@ -211,19 +230,24 @@ class CifarResNet(nn.Module):
         self.pretrained_cfg = self.default_cfg = PretrainedCfg(**_cfg(architecture=f"resnet{depth}_cifar")).to_dict()
 
     def _init_weights(self, zero_init_last: bool) -> None:
-        # He et al. (ICCV 2015) init, as in the ResNet paper; BN starts as identity.
+        # He et al. (ICCV 2015) init as the official BBN code: kaiming_normal_ with its
+        # defaults (fan-in); BN starts as identity; the classifier keeps torch's Linear init,
+        # as BBN's separately built classifier does.
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(module.weight)
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
                 nn.init.zeros_(module.bias)
         if zero_init_last:
             for module in self.modules():
                 if isinstance(module, CifarBasicBlock):
                     module.zero_init_last()
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass (timm's interface)."""
+        self.grad_checkpointing = enable
 
     def get_classifier(self) -> nn.Module:
         """The final linear layer (``nn.Identity`` when ``num_classes == 0``)."""
@@ -243,12 +267,12 @@ class CifarResNet(nn.Module):
         self.global_pool, self.fc = create_classifier(
             self.num_features, num_classes, pool_type=self.global_pool_type, device=ref.device, dtype=ref.dtype
         )
-        if isinstance(self.fc, nn.Linear):
-            nn.init.zeros_(self.fc.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and the three stages: ``(B, C, H, W) -> (B, 64, H/4, W/4)``."""
         x = self.act1(self.bn1(self.conv1(x)))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq([self.layer1, self.layer2, self.layer3], x, flatten=True)
         x = self.layer1(x)
         x = self.layer2(x)
         return self.layer3(x)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 from lttoolkit.methods._common import build_schedule, parse_spec, resolve
@@ -28,7 +29,7 @@ def bbn(
     loss: Spec = "cross_entropy",
     schedule: Spec = "parabolic",
     split_at: str | None = None,
-    branchwise_norm: bool = True,
+    branchwise_norm: bool | None = None,
 ) -> BilateralWrapper:
     """Bilateral-Branch Network with cumulative learning (Zhou et al. 2020).
 
@@ -43,7 +44,9 @@ def bbn(
         loss: the loss L in alpha·L(z, y_c) + (1 − alpha)·L(z, y_r).
         schedule: the alpha schedule (BBN: ``"parabolic"``).
         split_at: dotted path of the block to duplicate (found automatically).
-        branchwise_norm: batch statistics per branch, as two separate passes.
+        branchwise_norm: no longer an option, accepted so that old configs and
+            checkpoints still load: the two branches always run as two passes, so
+            each has its own batch statistics by construction. Ignored, with a warning.
 
     Returns:
         A :class:`BilateralWrapper` with ``.recipe``; ``model(x)`` gives logits.
@@ -55,10 +58,16 @@ def bbn(
     """
     from lttoolkit.backbones import create_backbone
 
+    if branchwise_norm is not None:
+        warnings.warn(
+            "bbn: branchwise_norm is no longer an option and is ignored: BBN runs the trunk once per branch, "
+            "so each branch has its own batch statistics by construction. Remove it from the config.",
+            FutureWarning,
+            stacklevel=2,
+        )
     options = dict(
         backbone=backbone, num_classes=num_classes, pretrained=pretrained, in_chans=in_chans, sampler=sampler,
         conventional_sampler=conventional_sampler, loss=loss, schedule=schedule, split_at=split_at,
-        branchwise_norm=branchwise_norm,
     )
     samplers = {
         BRANCHES[0]: resolve("samplers", conventional_sampler),
@@ -72,9 +81,7 @@ def bbn(
     net = create_backbone(
         backbone_spec.as_dict(), pretrained=pretrained, num_classes=num_classes, in_chans=in_chans
     )
-    model = BilateralWrapper(
-        net, num_classes, split_at=split_at, schedule=alpha_schedule, branchwise_norm=branchwise_norm
-    )
+    model = BilateralWrapper(net, num_classes, split_at=split_at, schedule=alpha_schedule)
     model.recipe = Recipe(
         method="bbn", options=_plain(options), backbone=backbone_spec, num_classes=num_classes, in_chans=in_chans,
         pretrained=pretrained, samplers=samplers, loss=loss_spec, schedule=schedule_spec,

@@ -3,26 +3,32 @@ with Cumulative Learning for Long-Tailed Visual Recognition", CVPR 2020).
 
 :class:`BilateralWrapper` turns any timm-style backbone into BBN's two branches:
 the trunk is shared, the last block of the last stage is duplicated into a
-*conventional* and a *re-balancing* block, and one linear classifier reads the
+*conventional* and a *re-balancing* copy, and one linear classifier reads the
 concatenated pooled features.
 
-How it runs (one pass, no duplicated trunk work):
+How it runs, as the official code (megvii-research/BBN, ``lib/core/combiner.py``):
 
-* training: the conventional and re-balancing batches are concatenated and go
-  through the trunk together; the duplicated block sends the first half through
-  the conventional copy and the second half through the re-balancing copy; the
-  backbone's remaining layers and ``forward_head(pre_logits=True)`` pool both
-  halves. Batch norm normalises each half with its own statistics, exactly as
-  two separate passes would (the official code runs the trunk twice).
-  logits = W·[2α·f_c ; 2(1−α)·f_r] + b.
+* training: two plain passes inside one ``forward`` call. The conventional batch
+  goes through the trunk and the conventional block, then the re-balancing batch
+  through the trunk and the re-balancing block, so every batch norm sees one
+  branch's images at a time, exactly as the official ``model(image_a,
+  feature_cb=True)`` / ``model(image_b, feature_rb=True)``. Then
+  logits = W·[2α·f_c ; 2(1−α)·f_r] + b (:func:`bbn_logits`) and
+  loss = α·L(z, y_c) + (1−α)·L(z, y_r) (:func:`bbn_loss`).
 * inference: the trunk runs once on the images, both blocks run on its output,
-  logits = W·[f_c ; f_r] + b (α = 0.5, as in the official implementation).
+  logits = W·[f_c ; f_r] + b (:func:`bbn_logits` at α = 0.5).
+
+Each pass runs a *branch view* of the backbone: a shallow copy of the modules on
+the path from the backbone's root to the duplicated block, with that block's slot
+holding one branch's copy. Every other module, parameter and buffer is the
+backbone's own object, so a view is a plain timm model: no flags, no class swaps,
+nothing a recompute (gradient checkpointing), ``torch.compile``, channels_last or
+pickling could read wrongly.
 """
 
 from __future__ import annotations
 
 import copy
-from contextvars import ContextVar
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -30,13 +36,17 @@ from torch import Tensor, nn
 
 from lttoolkit.errors import BackboneSplitError, ComponentContractError
 
-__all__ = ["BilateralWrapper", "BilateralBlock", "find_last_block", "convert_sync_batchnorm", "BRANCHES"]
+__all__ = [
+    "BilateralWrapper",
+    "BilateralBlock",
+    "bbn_logits",
+    "bbn_loss",
+    "find_last_block",
+    "convert_sync_batchnorm",
+    "BRANCHES",
+]
 
 BRANCHES = ("conventional", "rebalancing")
-
-# How many equal groups the batch currently holds, for batch norm layers outside
-# the duplicated blocks (2 while the two branches' images share one tensor).
-_BN_GROUPS: ContextVar[int] = ContextVar("lttoolkit_bn_groups", default=1)
 
 
 # --------------------------------------------------------------------------- split point
@@ -110,147 +120,78 @@ def _candidate_paths(model: nn.Module, limit: int = 8) -> str:
     return ", ".join(names[-limit:]) or "(none found)"
 
 
-# --------------------------------------------------------------------------- batch norm
-class _BranchwiseBatchNorm:
-    """Mixin: in training, normalise each branch's images with their own statistics.
+# --------------------------------------------------------------------------- the equations
+def bbn_logits(classifier: Callable[[Tensor], Tensor], f_c: Tensor, f_r: Tensor, alpha: float | Tensor) -> Tensor:
+    """BBN's mixed logits: ``classifier([2α·f_c ; 2(1−α)·f_r])``.
 
-    The wrapper interleaves the branches' images (c0, r0, c1, r1, ...). Viewing
-    that batch as n samples of ``groups * C`` channels gives every branch its own
-    channels, so a single batch-norm call (weight and bias repeated per group)
-    normalises each branch separately, without copying the activations. The
-    running statistics are then folded back as if the groups had been seen one
-    after the other, exactly what separate passes do. Added to existing
-    batch-norm modules by class swap, so parameter names, state dicts and
-    pretrained weights are unchanged.
+    At ``alpha = 0.5`` this is the inference rule ``classifier([f_c ; f_r])``.
+
+    Args:
+        classifier: the shared linear classifier (reads ``2 * feature_dim`` features).
+        f_c: pooled features of the conventional branch, ``[B, D]``.
+        f_r: pooled features of the re-balancing branch, ``[B, D]``.
+        alpha: the cumulative-learning weight (a float, or a 0-d tensor under ``torch.compile``).
+
+    >>> import torch
+    >>> classifier = torch.nn.Linear(4, 1, bias=False)
+    >>> _ = torch.nn.init.ones_(classifier.weight)
+    >>> bbn_logits(classifier, torch.ones(1, 2), 3 * torch.ones(1, 2), alpha=0.25)  # 2·(0.5 + 4.5)
+    tensor([[10.]], grad_fn=<MmBackward0>)
     """
-
-    _grouped_call = False
-    _torch_forward = False  # set per class: the original class uses torch's _BatchNorm.forward
-
-    def forward(self, x: Tensor) -> Tensor:
-        groups = _BN_GROUPS.get()
-        if groups == 1 or not self.training or self._grouped_call:  # type: ignore[attr-defined]
-            return super().forward(x)  # type: ignore[misc]
-        if x.shape[0] % groups:
-            raise RuntimeError(f"batch of {x.shape[0]} cannot be split into {groups} equal branch groups")
-        if self.momentum is None:  # type: ignore[attr-defined]  # cumulative averaging: keep it simple
-            parts = [super(_BranchwiseBatchNorm, self).forward(x[g::groups]) for g in range(groups)]  # type: ignore[misc]
-            return torch.stack(parts, 1).flatten(0, 1)
-        return self._grouped_forward(x, groups)
-
-    def _grouped_forward(self, x: Tensor, groups: int) -> Tensor:
-        bn: Any = self
-        channels = x.shape[1]
-        grouped = x.reshape(x.shape[0] // groups, groups * channels, *x.shape[2:])
-        replaced: dict[str, Tensor] = {}
-        if bn.affine:
-            replaced["weight"] = bn.weight.repeat(groups)
-            replaced["bias"] = bn.bias.repeat(groups)
-        tracking = bn.track_running_stats and bn.running_mean is not None
-        if tracking:
-            replaced["running_mean"] = bn.running_mean.repeat(groups)
-            replaced["running_var"] = bn.running_var.repeat(groups)
-        if self._torch_forward:
-            # torch's own BatchNorm: call the kernel directly. functional_call re-binds the
-            # module's tensors on every call, which cost ~4% of a ResNet-50 step on the CPU.
-            bn._check_input_dim(grouped)
-            out = torch.nn.functional.batch_norm(
-                grouped, replaced.get("running_mean"), replaced.get("running_var"), replaced.get("weight"),
-                replaced.get("bias"), True, bn.momentum, bn.eps,
-            )
-            if tracking:
-                bn.num_batches_tracked.add_(1)  # as _BatchNorm.forward counts the call
-        else:
-            # Subclasses with their own forward (timm's BatchNormAct, SyncBatchNorm) run it whole.
-            from torch.func import functional_call
-
-            bn._grouped_call = True
-            try:
-                out = functional_call(bn, replaced, (grouped,))
-            finally:
-                bn._grouped_call = False
-        if tracking:
-            self._fold_running_stats(replaced["running_mean"], replaced["running_var"], groups)
-        return out.reshape(x.shape)
-
-    @torch.no_grad()
-    def _fold_running_stats(self, means: Tensor, variances: Tensor, groups: int) -> None:
-        # Each group's slot holds (1 - m) * r + m * s_g; sequential updates give
-        # r_g = (1 - m) * r_{g-1} + m * s_g = (1 - m) * r_{g-1} + slot_g - (1 - m) * r.
-        bn: Any = self
-        keep = 1.0 - bn.momentum
-        for running, slots in ((bn.running_mean, means), (bn.running_var, variances)):
-            start = running.clone()
-            value = start
-            for slot in slots.view(groups, -1):
-                value = keep * value + slot - keep * start
-            running.copy_(value)
-        bn.num_batches_tracked.add_(groups - 1)  # the grouped call counted one batch
+    return classifier(torch.cat([(2.0 * alpha) * f_c, (2.0 * (1.0 - alpha)) * f_r], dim=1))
 
 
-_BRANCHWISE_CLASSES: dict[type, type] = {}
+def bbn_loss(
+    criterion: Callable[[Tensor, Tensor], Tensor], logits: Tensor, y_c: Tensor, y_r: Tensor, alpha: float | Tensor
+) -> Tensor:
+    """BBN's loss: ``α·L(logits, y_c) + (1−α)·L(logits, y_r)``.
 
-
-def _make_branchwise(module: nn.Module) -> None:
-    cls = type(module)
-    if issubclass(cls, _BranchwiseBatchNorm):
-        return
-    if cls not in _BRANCHWISE_CLASSES:
-        _BRANCHWISE_CLASSES[cls] = type(f"Branchwise{cls.__name__}", (_BranchwiseBatchNorm, cls),
-                                        {"_torch_forward": cls.forward is nn.modules.batchnorm._BatchNorm.forward})
-    module.__class__ = _BRANCHWISE_CLASSES[cls]
-
-
-def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
-    """Turn batch norm into synchronised batch norm for multi-GPU training, keeping
-    the per-branch normalisation of :class:`BilateralWrapper` (timm's converter keeps
-    its fused BatchNormAct layers intact)."""
-    from timm.layers import convert_sync_batchnorm as timm_convert
-
-    branchwise = any(isinstance(m, _BranchwiseBatchNorm) for m in model.modules())
-    converted = timm_convert(model)
-    if branchwise:
-        for module in converted.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                _make_branchwise(module)
-    return converted
+    >>> import torch, torch.nn.functional as F
+    >>> logits = torch.tensor([[0.0, 0.0]])
+    >>> round(float(bbn_loss(F.cross_entropy, logits, torch.tensor([0]), torch.tensor([1]), 0.3)), 4)  # log 2
+    0.6931
+    """
+    return alpha * criterion(logits, y_c) + (1.0 - alpha) * criterion(logits, y_r)
 
 
 # --------------------------------------------------------------------------- modules
 class BilateralBlock(nn.Module):
-    """Two copies of one block: ``conventional`` and ``rebalancing``.
+    """Two copies of one block, ``conventional`` and ``rebalancing``, in the backbone's slot.
 
-    With ``interleaved`` set, the batch holds the two branches' images in turn
-    (c0, r0, c1, r1, ...): even positions go through the conventional copy, odd
-    ones through the re-balancing copy. Otherwise every image goes through both.
-    Either way the output interleaves the copies' results (conventional first),
-    so batch norm after the block can tell the branches apart without copies.
+    ``forward(x)`` is the inference path: both copies run on the same input and their
+    outputs are concatenated along the batch (conventional first), so the layers after
+    the block and the pooling treat them as ``2B`` images. In training the wrapper
+    does not call it: each branch view holds one copy in this slot.
     """
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.conventional = block
         self.rebalancing = copy.deepcopy(block)
-        self.interleaved = False
-        self.calls = 0
-        self.in_wrapper = False  # set by BilateralWrapper around its own forward
 
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        self.calls += 1
-        token = _BN_GROUPS.set(1)  # each copy sees only its own images
-        try:
-            if self.interleaved:
-                conv = self.conventional(x[0::2], *args, **kwargs)
-                rebal = self.rebalancing(x[1::2], *args, **kwargs)
-            else:
-                conv, rebal = self.conventional(x, *args, **kwargs), self.rebalancing(x, *args, **kwargs)
-        finally:
-            _BN_GROUPS.reset(token)
-        # Layers after the block see two groups (one per branch) from here on; the
-        # wrapper restores the previous value when its forward ends.
-        if self.in_wrapper:
-            _BN_GROUPS.set(2)
-        return torch.stack([conv, rebal], 1).flatten(0, 1)
+        return torch.cat([self.conventional(x, *args, **kwargs), self.rebalancing(x, *args, **kwargs)], dim=0)
+
+
+def _branch_view(root: nn.Module, path: str, block: nn.Module) -> nn.Module:
+    """``root`` with the module at ``path`` replaced by ``block``, without touching ``root``.
+
+    Only the modules on the path are copied, shallowly: each copy shares its original's
+    parameters, buffers and hooks (the same dict objects) and every child off the path,
+    and gets a ``_modules`` dict of its own. Plain attributes (``training``,
+    ``grad_checkpointing``) are taken as they are now.
+    """
+    names = path.split(".")
+    originals = [root]
+    for name in names[:-1]:
+        originals.append(originals[-1]._modules[name])  # type: ignore[arg-type]
+    child: nn.Module = block
+    for module, name in zip(reversed(originals), reversed(names)):
+        view = object.__new__(type(module))
+        view.__dict__.update(module.__dict__)
+        view.__dict__["_modules"] = {**module._modules, name: child}
+        child = view
+    return child
 
 
 class BilateralWrapper(nn.Module):
@@ -264,8 +205,9 @@ class BilateralWrapper(nn.Module):
         split_at: dotted path of the block to duplicate; found with
             :func:`find_last_block` when omitted.
         schedule: the alpha schedule used in training (``schedule(epoch, max_epochs)``).
-        branchwise_norm: normalise each branch's images with their own batch
-            statistics (as separate passes would). On by default.
+
+    The state dict names the two copies ``backbone.<split_at>.conventional.*`` and
+    ``backbone.<split_at>.rebalancing.*``; every parameter appears once.
 
     Example:
         >>> import torch
@@ -275,7 +217,11 @@ class BilateralWrapper(nn.Module):
         128
         >>> model.eval()(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 10])
+        >>> model.train()(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32), alpha=0.7).shape
+        torch.Size([4, 10])
     """
+
+    stream_names: tuple[str, ...] = BRANCHES
 
     def __init__(
         self,
@@ -284,7 +230,6 @@ class BilateralWrapper(nn.Module):
         *,
         split_at: str | None = None,
         schedule: Callable[[int, int], float] | None = None,
-        branchwise_norm: bool = True,
     ) -> None:
         super().__init__()
         for attr in ("forward_features", "forward_head", "reset_classifier"):
@@ -306,18 +251,56 @@ class BilateralWrapper(nn.Module):
             ) from None
         parent_path, _, child_name = self.split_at.rpartition(".")
         parent = backbone.get_submodule(parent_path) if parent_path else backbone
-        # Registered only inside the backbone (where it runs); `bilateral_block` looks it up,
-        # so the state dict holds each parameter once.
+        # Registered only inside the backbone (where it runs at inference); `bilateral_block`
+        # looks it up, so the state dict holds each parameter once.
         setattr(parent, child_name, BilateralBlock(block))
-        if branchwise_norm:
-            for module in backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    _make_branchwise(module)
         self.backbone = backbone
         self.feature_dim = int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
         self.classifier = nn.Linear(2 * self.feature_dim, num_classes)
         self.num_classes = num_classes
         self.schedule = schedule
+        self._refresh_views()
+
+    # ------------------------------------------------------------------ branch views
+    def _refresh_views(self) -> tuple[nn.Module, nn.Module]:
+        # Kept out of the module tree (a plain tuple attribute): the views hold no tensor
+        # of their own, so state_dict, .to(), DDP and optimizers see each parameter once.
+        block = self.bilateral_block
+        views = tuple(_branch_view(self.backbone, self.split_at, getattr(block, name)) for name in BRANCHES)
+        self.__dict__["_branch_views"] = views
+        return views  # type: ignore[return-value]
+
+    def _views(self) -> tuple[nn.Module, nn.Module]:
+        if torch.compiler.is_compiling():
+            # A compiled graph uses the views as of the last eager call or train()/eval().
+            return self.__dict__["_branch_views"]
+        # Eagerly, a fresh pair each step (a few microseconds): they follow whatever was
+        # changed on the backbone since (sync batch norm, gradient checkpointing, ...).
+        return self._refresh_views()
+
+    def train(self, mode: bool = True) -> BilateralWrapper:
+        super().train(mode)
+        self._refresh_views()
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        return {key: value for key, value in state.items() if key != "_branch_views"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._refresh_views()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Gradient checkpointing of the backbone (timm's ``set_grad_checkpointing``), both branches."""
+        setter = getattr(self.backbone, "set_grad_checkpointing", None)
+        if not callable(setter):
+            raise ComponentContractError(
+                f"{type(self.backbone).__name__} has no set_grad_checkpointing(); gradient checkpointing "
+                f"needs a timm model (or a backbone that implements it)."
+            )
+        setter(enable)
+        self._refresh_views()
 
     @property
     def bilateral_block(self) -> BilateralBlock:
@@ -325,44 +308,37 @@ class BilateralWrapper(nn.Module):
         return self.backbone.get_submodule(self.split_at)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ features
-    def _pooled(self, x: Tensor, interleaved: bool) -> Tensor:
-        """Pooled features, rows interleaved by branch (c0, r0, c1, r1, ...).
+    @staticmethod
+    def _pooled(net: nn.Module, x: Tensor) -> Tensor:
+        return net.forward_head(net.forward_features(x), pre_logits=True).flatten(1)
 
-        ``interleaved``: ``x`` already holds both branches' images in turn (training);
-        otherwise both blocks run on every image of ``x`` (inference).
-        """
-        block = self.bilateral_block
-        block.interleaved, calls_before = interleaved, block.calls
-        block.in_wrapper = True
-        token = _BN_GROUPS.set(2 if interleaved else 1)
-        try:
-            features = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
-        finally:
-            _BN_GROUPS.reset(token)
-            block.interleaved, block.in_wrapper = False, False
-        expected = x.shape[0] if interleaved else 2 * x.shape[0]
-        if block.calls != calls_before + 1 or features.shape[0] != expected:
+    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Pooled features ``(f_c, f_r)`` of both branches for the same images (the trunk runs once)."""
+        features = self._pooled(self.backbone, x)
+        if features.shape[0] != 2 * x.shape[0]:
             raise BackboneSplitError(
                 f"the duplicated block {self.split_at!r} of {type(self.backbone).__name__} did not run exactly once "
                 f"on the whole batch; pass split_at= the last block of the last stage, e.g. one of: "
                 f"{_candidate_paths(self.backbone)}"
             )
-        return features.flatten(1)
+        f_c, f_r = features.chunk(2, dim=0)
+        return f_c, f_r
 
-    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Pooled features ``(f_c, f_r)`` of both branches for the same images (trunk runs once)."""
-        features = self._pooled(x, interleaved=False)
-        return features[0::2], features[1::2]
+    def branch_features(self, x_c: Tensor, x_r: Tensor) -> tuple[Tensor, Tensor]:
+        """Training features: ``x_c`` through the conventional branch, then ``x_r`` through the
+        re-balancing branch, each a full pass of its own (per-branch batch statistics)."""
+        conventional, rebalancing = self._views()
+        return self._pooled(conventional, x_c), self._pooled(rebalancing, x_r)
 
-    def forward(self, x: Tensor, x_rebalancing: Tensor | None = None, *, alpha: float | None = None) -> Tensor:
+    def forward(self, x: Tensor, x_rebalancing: Tensor | None = None, *, alpha: float | Tensor | None = None) -> Tensor:
         """Logits.
 
         ``model(x)``: inference, logits = W·[f_c ; f_r] + b. ``model(x_c, x_r, alpha=a)``:
-        training mix, logits = W·[2a·f_c(x_c) ; 2(1−a)·f_r(x_r)] + b, one row per pair.
+        training, logits = W·[2a·f_c(x_c) ; 2(1−a)·f_r(x_r)] + b, one row per pair.
         """
         if x_rebalancing is None:
             f_c, f_r = self.forward_features(x)
-            return self.classifier(torch.cat([f_c, f_r], dim=1))
+            return bbn_logits(self.classifier, f_c, f_r, 0.5)
         if alpha is None:
             raise ValueError("training forward needs alpha: model(x_c, x_r, alpha=...)")
         if x.shape[0] != x_rebalancing.shape[0]:
@@ -370,14 +346,10 @@ class BilateralWrapper(nn.Module):
                 f"the two branches' batches must have the same size (got {x.shape[0]} and {x_rebalancing.shape[0]}); "
                 f"use the same batch size and drop_last for both loaders."
             )
-        # One pass through the trunk for both batches, images interleaved by branch.
-        features = self._pooled(torch.stack([x, x_rebalancing], 1).flatten(0, 1), interleaved=True)
-        mixed = torch.cat([2.0 * alpha * features[0::2], 2.0 * (1.0 - alpha) * features[1::2]], dim=1)
-        return self.classifier(mixed)
+        f_c, f_r = self.branch_features(x, x_rebalancing)
+        return bbn_logits(self.classifier, f_c, f_r, alpha)
 
     # ------------------------------------------------------------------ training protocol
-    stream_names: tuple[str, ...] = BRANCHES
-
     def training_kwargs(self, epoch: int, max_epochs: int) -> dict[str, float]:
         """``{"alpha": ...}`` for this epoch, from the schedule (checked to lie in [0, 1])."""
         from lttoolkit.schedules import checked_alpha
@@ -391,9 +363,9 @@ class BilateralWrapper(nn.Module):
     def combine_loss(
         criterion: Callable[[Tensor, Tensor], Tensor], logits: Tensor, targets: Sequence[Tensor], *, alpha: float
     ) -> Tensor:
-        """BBN's loss: α·L(logits, y_c) + (1−α)·L(logits, y_r)."""
+        """BBN's loss: α·L(logits, y_c) + (1−α)·L(logits, y_r) (:func:`bbn_loss`)."""
         y_c, y_r = targets
-        return alpha * criterion(logits, y_c) + (1.0 - alpha) * criterion(logits, y_r)
+        return bbn_loss(criterion, logits, y_c, y_r, alpha)
 
     # ------------------------------------------------------------------ parameter groups
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -415,3 +387,16 @@ class BilateralWrapper(nn.Module):
     def iter_branch_blocks(self) -> Iterator[tuple[str, nn.Module]]:
         yield "conventional", self.bilateral_block.conventional
         yield "rebalancing", self.bilateral_block.rebalancing
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Turn batch norm into synchronised batch norm for multi-GPU training (timm's converter,
+    which keeps its fused BatchNormAct layers intact). Each BBN branch keeps its own statistics:
+    the two passes are separate calls."""
+    from timm.layers import convert_sync_batchnorm as timm_convert
+
+    converted = timm_convert(model)
+    for module in converted.modules():
+        if isinstance(module, BilateralWrapper):
+            module._refresh_views()
+    return converted

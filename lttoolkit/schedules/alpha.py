@@ -60,14 +60,22 @@ def checked_alpha(schedule: Any, epoch: int, max_epochs: int, *, name: str = "sc
     return alpha
 
 
+# The official code changes its divisor only for these numbers of epochs (its iNaturalist
+# and ImageNet recipes); see ``_ProgressSchedule``.
+_OFFICIAL_QUIRK_EPOCHS = (90, 180)
+
+
 class _ProgressSchedule:
     """Base for schedules that are a function of progress T / T_max.
 
     Args:
-        div_epoch_quirk: reproduce the official BBN code, which divides the epoch
-            by ``100 * (max_epochs // 100 + 1)`` instead of ``max_epochs``
-            (so with 90 or 180 epochs alpha never reaches 0: it ends at
-            1 - (89/100)^2 = 0.2079 or 1 - (179/200)^2 = 0.1990). Off by default.
+        div_epoch_quirk: reproduce the official BBN code exactly
+            (``lib/core/combiner.py``): when ``max_epochs`` is 90 or 180 it divides
+            the epoch by ``100 * (max_epochs // 100 + 1)`` (100 or 200) instead of
+            ``max_epochs``, so alpha never gets near 0: it ends at
+            1 - (89/100)^2 = 0.2079 or 1 - (179/200)^2 = 0.1990. For every other
+            number of epochs the official divisor is ``max_epochs``, as without
+            the quirk. Off by default.
     """
 
     def __init__(self, div_epoch_quirk: bool = False) -> None:
@@ -78,8 +86,18 @@ class _ProgressSchedule:
             raise ConfigError(f"max_epochs must be positive, got {max_epochs}")
         if epoch < 0:
             raise ConfigError(f"epoch must be >= 0, got {epoch}")
-        divisor = 100 * (max_epochs // 100 + 1) if self.div_epoch_quirk else max_epochs
-        return min(epoch / divisor, 1.0)
+        return min(epoch / self.divisor(max_epochs), 1.0)
+
+    def divisor(self, max_epochs: int) -> int:
+        """What the epoch is divided by: ``max_epochs``, or the official code's 100 / 200
+        for 90 / 180 epochs with ``div_epoch_quirk``.
+
+        >>> [ParabolicDecay(div_epoch_quirk=True).divisor(e) for e in (90, 180, 200)]
+        [100, 200, 200]
+        """
+        if self.div_epoch_quirk and max_epochs in _OFFICIAL_QUIRK_EPOCHS:
+            return 100 * (max_epochs // 100 + 1)
+        return max_epochs
 
     def _value(self, progress: float) -> float:
         raise NotImplementedError
@@ -101,6 +119,8 @@ class ParabolicDecay(_ProgressSchedule):
     [1.0, 0.9375, 0.75, 0.4375]
     >>> round(ParabolicDecay(div_epoch_quirk=True)(89, 90), 4)  # the official code's value
     0.2079
+    >>> round(ParabolicDecay(div_epoch_quirk=True)(199, 200), 4)  # 200 epochs: no quirk there
+    0.01
     """
 
     def _value(self, progress: float) -> float:
