@@ -116,7 +116,8 @@ def _cycled_within_class(
     num_passes = num_passes.astype(np.int64)
     segment_class = np.repeat(np.arange(sizes.size, dtype=np.int64), num_passes)
     segment_first = np.cumsum(num_passes) - num_passes
-    segment_pass = first_pass[segment_class] + np.arange(segment_class.size, dtype=np.int64) - segment_first[segment_class]
+    rank_in_class = np.arange(segment_class.size, dtype=np.int64) - segment_first[segment_class]
+    segment_pass = first_pass[segment_class] + rank_in_class
     starts, permuted = _permuted_positions(
         sizes[segment_class],
         lambda segment, within: keys_for(segment_class[segment], segment_pass[segment], within),
