@@ -137,3 +137,12 @@ def test_stage2_samples_four_images_per_class_visit_like_the_authors_configs(met
     assert (spec.type, spec.options) == ("class_balanced", {"samples_per_class": 4})
     plain = build(method, backbone="resnet20_cifar", num_classes=10, sampler="class_balanced")
     assert plain.recipe.samplers["main"].options == {}
+
+
+def test_lws_logits_are_the_stage1_logits_times_the_class_scales_by_hand() -> None:
+    # classifier-balancing models/TauNormClassifier.py: x = self.fc(x); x *= self.scales (bias included).
+    model = DecoupledModel(_FeaturesAsInput(), stage="lws").eval()
+    with torch.no_grad():
+        model.scales.copy_(torch.tensor([2.0, 0.5]))
+    # fc([1, 1]) = [3 + 4 + 10, 0 + 2 - 10] = [17, -8]
+    torch.testing.assert_close(model(torch.ones(1, 2)), torch.tensor([[34.0, -4.0]]))
