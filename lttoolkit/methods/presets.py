@@ -78,7 +78,7 @@ def cb_focal(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pret
         beta: effective-number hyper-parameter (0.9999 in the authors' CIFAR-LT script).
         gamma: focusing parameter (1.0 in the authors' CIFAR-LT script).
         base: the loss the weights multiply (``"sigmoid_focal"``; ``"focal"`` is the
-            softmax focal loss lttoolkit used before 0.2).
+            softmax focal loss, lttoolkit's former default).
         normalize: ``"batch"`` (the authors') or ``"weights"``; see
             :class:`~lttoolkit.losses.ClassBalancedLoss`.
         bias_prior: the prior probability ``pi`` the classifier bias starts from,
