@@ -19,6 +19,9 @@ __all__ = [
     "PretrainedWeightsError",
     "ConfigError",
     "DataError",
+    "RunExistsError",
+    "RunWriteError",
+    "ResumeMismatchError",
 ]
 
 
@@ -63,3 +66,16 @@ class ConfigError(LTToolkitError, ValueError):
 
 class DataError(LTToolkitError, ValueError):
     """A dataset is missing, empty or malformed; the message names the file or class."""
+
+
+class RunExistsError(LTToolkitError, FileExistsError):
+    """A new run was pointed at a folder that already holds a run (or other files); nothing was written."""
+
+
+class RunWriteError(LTToolkitError, OSError):
+    """A run file (config.yaml, metrics.jsonl, results.json) could not be written; the message says why
+    (a full disk is named as such) and what of the run is kept."""
+
+
+class ResumeMismatchError(ConfigError):
+    """``--resume`` was asked to continue a run with settings that differ from the ones it was trained with."""

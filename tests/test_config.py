@@ -36,8 +36,10 @@ def test_yaml_file_is_loaded_and_unset_fields_keep_defaults(tmp_path):
     assert cfg.train.eval_every == 1 and cfg.optim.lr == 0.1 and cfg.data.dataset == "embedded"
 
 
-def test_empty_yaml_file_gives_defaults(tmp_path):
-    assert load_config(write(tmp_path / "empty.yaml", "# nothing\n")) == RunConfig()
+def test_empty_yaml_file_is_refused(tmp_path):
+    # An empty file is a wrong path or an unsaved editor, not a request for a 200-epoch default run.
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(write(tmp_path / "empty.yaml", "# nothing\n"))
 
 
 def test_resolved_yaml_round_trips(tmp_path):

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import MODULE first so its components register (repeatable); see docs/plugins.md",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_IntermixedParser)
     for name, (module, help_text) in _COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         # Own dest: sharing "plugin" would let the subcommand's list replace the top-level one.
@@ -53,6 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
         mod = importlib.import_module(module)
         getattr(mod, "add_arguments")(command, name)
     return parser
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """A command's parser that takes options between positionals (``a=1 --quiet b=2``), as
+    :meth:`argparse.ArgumentParser.parse_intermixed_args` does; commands with sub-actions parse as usual."""
+
+    _parsing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._parsing or self._subparsers is not None or self._takes_remainder():
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+    def _takes_remainder(self) -> bool:
+        # argparse cannot intermix around REMAINDER / PARSER positionals: those parse as usual.
+        return any(action.nargs in (argparse.REMAINDER, argparse.PARSER) for action in self._actions)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,5 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _print_error(exc: BaseException) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, markup=True)
+    # The message holds user text (paths, names, "pip install 'lttoolkit[plot]'"): never markup.
+    Console(stderr=True).print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False,
+                               markup=True)

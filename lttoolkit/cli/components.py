@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -71,13 +72,15 @@ def run(args: argparse.Namespace) -> int:
         table.add_column("source", no_wrap=True)
         table.add_column("summary")
         for row in rows:
-            summary = row["summary"]
+            # Names, sources and summaries are plugin text: escaped, never read as rich markup.
+            summary = escape(row["summary"] or "")
             if row["status"] == "broken":
                 broken += 1
-                summary = f"[red]BROKEN[/red]: {row['error']}"
+                summary = f"[red]BROKEN[/red]: {escape(str(row['error']))}"
             elif row["status"] == "shadowed":
-                summary = f"[yellow]shadowed by {row['shadowed_by']}[/yellow] (use '{row['source'].split()[0]}::{row['name']}'): {summary}"
-            table.add_row(row["name"], row["source"], summary)
+                summary = (f"[yellow]shadowed by {escape(str(row['shadowed_by']))}[/yellow] "
+                           f"(use '{escape(row['source'].split()[0])}::{escape(row['name'])}'): {summary}")
+            table.add_row(escape(row["name"]), escape(row["source"]), summary)
         if kind == "backbones":
             timm_info = data["timm"]
             if timm_info is None:

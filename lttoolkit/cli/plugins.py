@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from lttoolkit.registry import ALL_REGISTRIES
 
 KINDS = ("sampler", "loss", "schedule", "backbone", "method")
@@ -57,7 +59,12 @@ def run_plugins(args: argparse.Namespace) -> int:
 
     console = Console()
     if data["disabled"]:
-        console.print("plugin discovery is off (LTTK_DISABLE_PLUGINS is set)")
+        # Discovery off: installed plugins are not even looked at, so "none installed" would be wrong.
+        console.print("plugin discovery is off (LTTK_DISABLE_PLUGINS is set): installed plugins are not looked "
+                      "for" + (", so none is shown" if not data["plugins"] else "; shown: modules loaded with --plugin")
+                      + ". Unset LTTK_DISABLE_PLUGINS to list them.", highlight=False)
+        if not data["plugins"]:
+            return 0
     if not data["plugins"]:
         console.print("no plugins installed; see docs/plugins.md, or `lttk plugin new NAME` to start one")
         return 0
@@ -72,7 +79,7 @@ def run_plugins(args: argparse.Namespace) -> int:
             detail = causes.get((item["kind"], item["name"]), item["summary"])
             if item.get("shadowed_by"):
                 detail = f"name taken by {item['shadowed_by']}; use '{dist['source'].split()[0]}::{item['name']}'"
-            table.add_row(dist["source"], item["kind"], item["name"], status, detail)
+            table.add_row(escape(dist["source"]), item["kind"], escape(item["name"]), status, escape(detail or ""))
     console.print(table)
     return 0
 

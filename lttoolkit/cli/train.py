@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from rich.markup import escape
+
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     if name == "train":
@@ -14,7 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
         parser.add_argument("--from", dest="init_from", metavar="CHECKPOINT",
                             help="start from this checkpoint's weights (decoupling stage 2: model.type=crt/lws/tau_norm)")
-        parser.add_argument("--quiet", action="store_true", help="no progress bars")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="if the run folder already holds files, move it aside to NAME.replaced-TIME "
+                                 "(nothing is deleted) and start a new run there; without it such a folder is refused")
+        parser.add_argument("--quiet", action="store_true",
+                            help="no progress bars or per-epoch lines; the results and the run folder are still printed")
         parser.set_defaults(run=run_train)
     elif name == "eval":
         parser.add_argument("checkpoint", help="best.pt or last.pt of a run")
@@ -31,9 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     elif name == "predict":
         parser.add_argument("checkpoint", help="best.pt or last.pt of a run")
         parser.add_argument("images", nargs="+", help="image files")
-        parser.add_argument("--topk", type=int, default=5)
+        parser.add_argument("--topk", type=_positive_int, default=5, help="how many classes per image (at least 1)")
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(run=run_predict)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def split_config_and_overrides(args: list[str]) -> tuple[str | None, list[str]]:
@@ -60,9 +76,19 @@ def run_train(args: argparse.Namespace) -> int:
         from lttoolkit.errors import ConfigError
 
         raise ConfigError("--resume continues a run with its own config.yaml; do not pass a CONFIG with it")
+    if args.resume and args.init_from:
+        from lttoolkit.errors import ConfigError
+
+        raise ConfigError("--from starts a new run from a checkpoint's weights and --resume continues a run from its "
+                          "own last.pt: pass one of them, not both")
+    if args.resume and args.overwrite:
+        from lttoolkit.errors import ConfigError
+
+        raise ConfigError("--overwrite starts a new run in place of an old one; --resume continues the old one: "
+                          "pass one of them")
     if args.init_from:
         overrides = [*overrides, f"init_from={args.init_from}"]
-    train(config, overrides, resume=args.resume, progress=not args.quiet)
+    train(config, overrides, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     return 0
 
 
@@ -71,7 +97,7 @@ def _print_metrics(results: dict[str, Any], title: str) -> None:
 
     from lttoolkit.engine.progress import results_table
 
-    Console().print(results_table(results, title=title))
+    Console().print(results_table(results, title=escape(title)))
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -89,9 +115,11 @@ def run_predict(args: argparse.Namespace) -> int:
     from lttoolkit.engine import predict
 
     predictions = predict(args.checkpoint, args.images, topk=args.topk)
+    # One unreadable image does not hide the others' results; the exit status says some failed.
+    failed = [item for item in predictions if "error" in item]
     if args.json:
         print(json.dumps(predictions, indent=2))
-        return 0
+        return 2 if failed else 0
     from rich.console import Console
     from rich.table import Table
 
@@ -99,8 +127,16 @@ def run_predict(args: argparse.Namespace) -> int:
     table.add_column("image")
     table.add_column("top classes (probability)")
     for item in predictions:
-        table.add_row(item["image"], ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in item["top"]))
+        if "error" in item:
+            table.add_row(escape(item["image"]), f"[red]not read[/red]: {escape(item['error'])}")
+        else:
+            table.add_row(escape(item["image"]),
+                          escape(", ".join(f"{t['class']} ({t['probability']:.3f})" for t in item["top"])))
     Console().print(table)
+    if failed:
+        Console(stderr=True).print(f"[bold red]error:[/] {len(failed)} of {len(predictions)} image(s) could not be "
+                                   f"read: {escape('; '.join(item['image'] for item in failed))}", highlight=False)
+        return 2
     return 0
 
 
@@ -117,7 +153,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     norms = analysis["weight_norms"]
-    table = Table(title=f"{analysis['method']}: per-class classifier weight norms", title_justify="left")
+    table = Table(title=f"{escape(analysis['method'])}: per-class classifier weight norms", title_justify="left")
     table.add_column("class")
     table.add_column("train images", justify="right")
     for part in norms:
@@ -125,7 +161,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     classes = analysis["classes"] or [str(i) for i in range(len(norms["both"]))]
     counts = analysis["train_class_counts"] or [None] * len(classes)
     for i, name in enumerate(classes):
-        table.add_row(name, str(counts[i]), *(f"{norms[part][i]:.3f}" for part in norms))
+        table.add_row(escape(name), str(counts[i]), *(f"{norms[part][i]:.3f}" for part in norms))
     Console().print(table)
     if args.plot:
         print(f"plot written to {analysis['plot']}")

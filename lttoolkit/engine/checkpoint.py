@@ -18,6 +18,7 @@ data so that they travel inside such a checkpoint.
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import pickle
 import random
@@ -135,6 +136,18 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The first :class:`OSError` in ``error``'s chain (itself, its cause or its context)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``state`` to ``path`` atomically.
 
@@ -195,11 +208,20 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
             pass
         if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: clean up, then go on
             raise
-        raise CheckpointWriteError(
-            f"save_checkpoint: could not write {target}: {error}. Any previous checkpoint at "
+        # torch's zip writer turns a failed write into "unexpected pos ..."; the OSError it hit
+        # (a full disk, say) is in the exception's context: report that one.
+        cause = _os_error_in(error) or error
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            reason = f"no space left on device ({cause.strerror or cause})"
+        else:
+            reason = str(cause) or type(cause).__name__
+        failure = CheckpointWriteError(
+            f"save_checkpoint: could not write {target}: {reason}. Any previous checkpoint at "
             f"{target} is unchanged. Check that {directory} exists, is writable and has free "
             f"space, then save again."
-        ) from error
+        )
+        failure.errno = getattr(cause, "errno", None)
+        raise failure from cause
     _fsync_directory(directory)
     return target
 

@@ -14,11 +14,14 @@ lttoolkit.errors.ConfigError: invalid config: train.epochs: Input should be grea
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lttoolkit.errors import ConfigError
 
@@ -32,12 +35,35 @@ __all__ = [
     "config_to_yaml",
 ]
 
+#: The most epochs a run may have (``train.epochs``); more is surely a typo.
+MAX_EPOCHS = 1_000_000
+
 DATASETS = ("embedded", "fashion_mnist", "cifar10", "cifar100", "image_folder", "json", "text_list")
 
 
 class _Strict(BaseModel):
     # inf/nan are never meaningful settings (lr=inf would only surface as a NaN loss later)
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1: `train.epochs=true` must not start a 1-epoch run.
+        if isinstance(value, bool) and info.field_name is not None:
+            allowed = _annotation_types(cls.model_fields[info.field_name].annotation)
+            if bool not in allowed and allowed & {int, float}:
+                raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+def _annotation_types(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits (``int | None`` -> {int, NoneType})."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return {type(a) for a in args}
+    if args and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set().union(*(_annotation_types(a) for a in args))
+    return {annotation}
 
 
 class DataConfig(_Strict):
@@ -78,6 +104,10 @@ class DataConfig(_Strict):
     bad_image_policy: Literal["error", "skip"] = Field(
         "error", description="error: stop at an unreadable image, naming it; skip: drop and count unreadable images"
     )
+    check_files: bool | Literal["auto"] = Field(
+        "auto", description="before training, check the image files: true opens and decodes every one; auto checks "
+        "that every listed file exists, and decodes them too for sets of up to 5000 images; false checks nothing"
+    )
 
 
 class OptimConfig(_Strict):
@@ -96,7 +126,8 @@ class OptimConfig(_Strict):
 class TrainConfig(_Strict):
     """The loop: epochs, device, precision, evaluation and checkpoint cadence."""
 
-    epochs: int = Field(200, gt=0)
+    # Bounded: a run of a billion epochs is a typo, and every epoch's schedule value is checked up front.
+    epochs: int = Field(200, gt=0, le=MAX_EPOCHS)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
     amp: bool | Literal["auto"] = Field("auto", description="mixed precision; auto = on for CUDA")
     eval_every: int = Field(1, gt=0)
@@ -110,7 +141,9 @@ class RunConfig(_Strict):
 
     seed: int = Field(0, ge=0, lt=2**63, description="seeds data selection, sampling, initialisation")
     output_dir: str = "runs"
-    name: str | None = Field(None, description="run folder name under output_dir (default: method-dataset-time)")
+    name: str | None = Field(
+        None, description="run folder name under output_dir, one folder name (default: method-dataset-time-random)"
+    )
     plugins: list[str] = Field(default_factory=list, description="modules imported first (lttoolkit.load_plugin)")
     init_from: str | None = Field(
         None, description="start from this checkpoint's weights (decoupling stage 2: model.type=crt/lws/tau_norm)"
@@ -122,6 +155,19 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_folder(cls, value: str | None) -> str | None:
+        # The run folder must stay inside output_dir: no separators, no "..", not absolute.
+        if value is None:
+            return value
+        if not value.strip() or value in (".", "..") or "/" in value or "\\" in value or "\0" in value:
+            raise ValueError(
+                f"{value!r} is not a folder name: name is one folder under output_dir (no '/', '\\' or '..'); "
+                f"set output_dir to choose where runs go"
+            )
+        return value
 
     @field_validator("model")
     @classmethod
@@ -139,6 +185,22 @@ class RunConfig(_Strict):
 
 
 # ----------------------------------------------------------------------------- loading
+class UniqueKeySafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping holding the same key twice (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found the key {key!r} twice (first {seen[key]}); keep one", key_node.start_mark,
+                )
+            seen[key] = f"line {key_node.start_mark.line + 1}"
+        return super().construct_mapping(node, deep=deep)
+
+
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = tree
@@ -174,13 +236,48 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return tree
 
 
+def _section_fields(loc: Sequence[Any]) -> list[str]:
+    """The field names of the config section that holds the field at ``loc``."""
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _all_fields(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every dotted field of the config (``train.epochs``, ...)."""
+    model = model or RunConfig
+    paths = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths.extend(_all_fields(annotation, f"{prefix}{name}."))
+        else:
+            paths.append(f"{prefix}{name}")
+    return paths
+
+
 def _format_validation(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         got = err.get("input")
         shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-        lines.append(f"{loc}: {err['msg']}{shown}")
+        hint = ""
+        if err["type"] == "extra_forbidden" and err["loc"]:
+            fields = _section_fields(err["loc"])
+            close = difflib.get_close_matches(str(err["loc"][-1]), fields, n=3, cutoff=0.6)
+            prefix = ".".join(str(p) for p in err["loc"][:-1])
+            spelled = [f"{prefix}.{name}" if prefix else name for name in close]
+            if not spelled:  # a field put in the wrong section: `epochs=3` for train.epochs
+                dotted = _all_fields()
+                spelled = [path for path in dotted if path.rsplit(".", 1)[-1] == str(err["loc"][-1])]
+            hint = f"; did you mean {' or '.join(spelled)}?" if spelled else f"; the fields here are {', '.join(fields)}"
+        lines.append(f"{loc}: {err['msg']}{shown}{hint}")
     return "invalid config: " + "; ".join(lines)
 
 
@@ -212,14 +309,22 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
     _deep_merge(tree, dict(base or {}))
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            hint = f"; did you mean {str(p / 'config.yaml')!r}?" if (p / "config.yaml").is_file() else ""
+            raise ConfigError(f"config file {str(p)!r} is a folder, not a YAML file{hint}")
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file (see examples/configs/)")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))  # safe: a config cannot run code
+            # A safe loader (a config cannot run code) that also refuses a key given twice.
+            loaded = yaml.load(p.read_text(encoding="utf-8"), Loader=UniqueKeySafeLoader)
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
         if loaded is None:
-            loaded = {}
+            # An empty file is a mistake (a wrong path, an unsaved editor), not a request for the defaults.
+            raise ConfigError(
+                f"config file {str(p)!r} is empty; write the settings into it, or run without a CONFIG for "
+                f"the defaults"
+            )
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level, got {type(loaded).__name__}")
         _deep_merge(tree, loaded)

@@ -19,22 +19,17 @@ __all__ = ["load_model", "evaluate_checkpoint", "predict"]
 def load_model(checkpoint: str | Path | dict[str, Any], *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as and load its weights.
 
-    Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+    Loading uses ``torch.load(weights_only=True)`` and nothing a checkpoint names is imported, so a
+    checkpoint cannot run code: components from plugin modules must be loaded first
+    (``--plugin MODULE``, :func:`lttoolkit.load_plugin`), and an error says which.
 
     Returns:
         ``(model in eval mode, checkpoint dict)``.
     """
     state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    if "recipe" not in state or "model" not in state:
-        raise ConfigError(
-            f"{checkpoint if not isinstance(checkpoint, dict) else 'the checkpoint'} is not an lttoolkit checkpoint "
-            f"(no recipe/model); pass best.pt or last.pt from a run folder"
-        )
-    for module in state.get("config", {}).get("plugins", []):
-        from lttoolkit.registry import load_plugin
-
-        load_plugin(module)
+    require_run_checkpoint(state, checkpoint)
     recipe = Recipe.model_validate(state["recipe"])
+    require_components(recipe, state, checkpoint)
     # The checkpoint holds every weight: never fetch pretrained ones (works offline), but keep
     # the recipe as trained, so the model still says it started from pretrained weights.
     offline = {"pretrained": False} if recipe.options.get("pretrained") else {}
@@ -42,6 +37,48 @@ def load_model(checkpoint: str | Path | dict[str, Any], *, device: str | torch.d
     model.load_state_dict(state["model"])
     model.recipe = recipe
     return model.to(device).eval(), state
+
+
+def _describe_source(checkpoint: Any) -> str:
+    return "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+
+
+def require_run_checkpoint(state: dict[str, Any], checkpoint: Any) -> None:
+    """Refuse a file that is not an lttoolkit run checkpoint (a bare state dict, another tool's file)."""
+    missing = [key for key in ("model", "recipe", "config") if not isinstance(state.get(key), dict)]
+    if missing:
+        bare = all(isinstance(v, torch.Tensor) for v in state.values()) and bool(state)
+        what = "a bare state dict (only weights)" if bare else f"a dict without {', '.join(missing)}"
+        raise ConfigError(
+            f"{_describe_source(checkpoint)} is {what}, not an lttoolkit run checkpoint, which also records how "
+            f"the model was built; pass best.pt or last.pt from a run folder (to use bare weights, build the model "
+            f"with lttoolkit.build(...) and call load_state_dict)"
+        )
+
+
+def require_components(recipe: Recipe, state: dict[str, Any], checkpoint: Any) -> None:
+    """Every component the recipe names must be registered already: a checkpoint's ``plugins`` are never
+    imported (that would run code a downloaded file names), so say which to load and how."""
+    from lttoolkit.registry import LOSSES, METHODS, SAMPLERS, SCHEDULES
+    from lttoolkit.registry._registry import singular
+
+    wanted = [(METHODS, recipe.method), (LOSSES, recipe.loss.type),
+              *((SAMPLERS, spec.type) for spec in recipe.samplers.values())]
+    if recipe.schedule is not None:
+        wanted.append((SCHEDULES, recipe.schedule.type))
+    missing = [f"{singular(registry.kind)} {name!r}"
+               for registry, name in wanted if name not in registry]
+    if not missing:
+        return
+    plugins = [str(m) for m in (state.get("config") or {}).get("plugins", []) or []]
+    if plugins:
+        flags = " ".join(f"--plugin {module}" for module in plugins)
+        how = (f"it was trained with the plugin modules {plugins}, which lttoolkit never imports from a checkpoint "
+               f"(a file must not choose code to run); if you trust them, load them yourself: lttk {flags} eval|predict|"
+               f"analyze ... (Python: lttoolkit.load_plugin(...) first)")
+    else:
+        how = "install the plugin distribution that provides it (see `lttk plugins`), or load its module with --plugin"
+    raise ConfigError(f"{_describe_source(checkpoint)} needs {', '.join(missing)}, which is not registered here: {how}")
 
 
 def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *, device: str = "auto") -> dict[str, Any]:
@@ -55,6 +92,7 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *
     from lttoolkit.engine.trainer import evaluate_model, resolve_device
 
     state = load_checkpoint(checkpoint)
+    require_run_checkpoint(state, checkpoint)
     # load_config, not model_validate: a bad override is a ConfigError naming the field.
     cfg = load_config(None, overrides, base=state["config"])
     torch_device = resolve_device(device)
@@ -65,6 +103,16 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *
             f"the checkpoint has {model.recipe.num_classes} classes but the data has {data.num_classes}; "
             f"evaluate on data with the same classes"
         )
+    if state.get("classes"):
+        from lttoolkit.engine.datasets import match_classes
+
+        trained_on = [str(c) for c in state["classes"]]
+        match_classes(data.test, trained_on, what=f"the test data ({cfg.data.dataset})",
+                      fix=f"evaluate {checkpoint} on data with its classes")
+        if list(data.classes) != trained_on:  # the same names in another order: counts follow the names
+            position = {str(name): i for i, name in enumerate(data.classes)}
+            data.class_counts = [data.class_counts[position[name]] for name in trained_on]
+            data.classes = trained_on
     results = evaluate_model(model, data.test, data.class_counts, device=torch_device,
                              batch_size=cfg.data.test_batch_size, num_workers=cfg.data.num_workers)
     results.update(checkpoint=str(checkpoint), epoch=state.get("epoch"))
@@ -73,7 +121,17 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *
 
 @torch.no_grad()
 def predict(checkpoint: str | Path, images: Sequence[str | Path], *, topk: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each image file."""
+    """Top-k classes with probabilities for each image file.
+
+    An image that cannot be read (missing, corrupt, larger than PIL's decompression-bomb limit
+    ``PIL.Image.MAX_IMAGE_PIXELS``) gets ``{"image": path, "error": reason}`` in place of
+    ``"top"``; the other images are still predicted.
+
+    Raises:
+        ConfigError: ``topk`` is below 1.
+    """
+    import warnings
+
     from PIL import Image
 
     from lttoolkit.data.transforms import build_transforms
@@ -85,17 +143,28 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, topk: int =
     channels, height, width = state.get("input_size", [model.recipe.in_chans, 32, 32])
     family = transform_family(cfg.data)
     transform = build_transforms(family, train=False, in_chans=channels, image_size=cfg.data.image_size)
-    k = max(1, min(topk, len(classes)))
-    out = []
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise ConfigError(f"topk={topk!r}: ask for at least 1 class per image (e.g. --topk 5)")
+    k = min(topk, len(classes))
+    out: list[dict[str, Any]] = []
     for path in images:
         try:
-            with Image.open(path) as img:
-                img = img.convert("L" if channels == 1 else "RGB")
-                if family != "imagenet":
-                    img = img.resize((width, height))
-                tensor = transform(img).unsqueeze(0).to(device)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read image {str(path)!r}: {exc}") from None
+            with warnings.catch_warnings():
+                # Above MAX_IMAGE_PIXELS PIL only warns (and refuses at twice that): refuse both, with the image's name.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    img = img.convert("L" if channels == 1 else "RGB")
+                    if family != "imagenet":
+                        img = img.resize((width, height))
+                    tensor = transform(img).unsqueeze(0).to(device)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            out.append({"image": str(path), "error": (
+                f"refused: {exc} (PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS}, a guard against decompression "
+                f"bombs); downscale the image first, or raise the limit in Python if you trust it")})
+            continue
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises SyntaxError for some broken headers
+            out.append({"image": str(path), "error": f"cannot read the image: {exc}"})
+            continue
         probs = model(tensor).softmax(dim=1)[0]
         values, indices = probs.topk(k)
         out.append({

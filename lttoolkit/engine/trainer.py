@@ -11,11 +11,13 @@ stream per step; an epoch is the first stream's length.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import math
 import os
 import random
+import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+from rich.console import Console
+from rich.markup import escape
 from torch.utils.data import DataLoader
 
 from lttoolkit._version import __version__
@@ -36,7 +40,7 @@ from lttoolkit.engine.datasets import DataBundle, build_datasets
 from lttoolkit.engine.metrics import MetricAccumulator
 from lttoolkit.engine.optim import build_optimizer, build_lr_scheduler
 from lttoolkit.engine.progress import TrainingProgress, format_metric, results_table
-from lttoolkit.errors import ConfigError, LTToolkitError
+from lttoolkit.errors import ConfigError, LTToolkitError, ResumeMismatchError, RunExistsError, RunWriteError
 from lttoolkit.recipe import Recipe
 from lttoolkit.registry import LOSSES, SAMPLERS, load_plugin
 
@@ -69,6 +73,15 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"train.device: {name!r} is not a device ({exc}); use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but CUDA is not available here; use train.device=cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          f"(cuda:0 ... cuda:{torch.cuda.device_count() - 1}); pick one of them or auto")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise ConfigError(f"train.device={name!r} but Apple's MPS is not available here (it needs an Apple-silicon "
+                          f"Mac and a PyTorch build with MPS); use train.device=cpu or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"train.device={name!r} is not supported by lttk train; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
@@ -100,7 +113,66 @@ def _build_model(cfg: RunConfig, data: DataBundle) -> nn.Module:
             f"method {method!r} returned a {type(model).__name__} without a recipe/combine_loss; "
             f"it cannot be trained by lttk train (see docs/plugins.md, methods)"
         )
+    _check_model_takes_the_data(model, cfg, data)
     return model
+
+
+def _input_size_hint(model: nn.Module) -> str:
+    """``; set data.image_size=224`` when a submodule (timm's ``pretrained_cfg``, a patch embedding)
+    says which input size it was built for."""
+    for module in model.modules():
+        size = None
+        embed_size = getattr(getattr(module, "patch_embed", None), "img_size", None)
+        if isinstance(embed_size, (tuple, list)) and embed_size:
+            size = embed_size[-1]
+        elif isinstance(getattr(module, "pretrained_cfg", None), dict):
+            size = (module.pretrained_cfg.get("input_size") or [None])[-1]
+        if isinstance(size, int):
+            return f"; this backbone is built for {size} px inputs: set data.image_size={size}"
+    return "; check data.image_size and the backbone"
+
+
+def _check_model_takes_the_data(model: nn.Module, cfg: RunConfig, data: DataBundle) -> None:
+    """One forward of two blank images at the data's size before any training (a ViT built for
+    224 px fails on 28 px images), and, for batches of one image, a training-mode forward (batch
+    norm after global pooling cannot normalise a single value). Weights, buffers and RNG are left as they were."""
+    backbone = cfg.model.get("backbone")
+    size = "x".join(str(n) for n in data.input_size)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        was_training = model.training
+        try:
+            model.eval()
+            model(torch.zeros(2, *data.input_size))
+        except Exception as exc:
+            raise ConfigError(
+                f"model ({cfg.model['type']}, backbone {backbone}) cannot take the data's {size} images: "
+                f"{type(exc).__name__}: {_first_line(exc)}{_input_size_hint(model)}"
+            ) from None
+        finally:
+            model.train(was_training)
+        batch_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if cfg.data.batch_size != 1 or not batch_norms:
+            return
+        buffers = {name: tensor.clone() for name, tensor in model.named_buffers()}
+        try:
+            model.train()
+            streams = max(1, len(getattr(model.recipe, "samplers", {}) or {}))
+            model(*[torch.zeros(1, *data.input_size)] * streams, **model.training_kwargs(0, cfg.train.epochs))
+        except Exception as exc:
+            raise ConfigError(
+                f"data.batch_size=1 does not train model ({cfg.model['type']}, backbone {backbone}): "
+                f"{_first_line(exc)} (batch norm cannot normalise one value per channel); use data.batch_size=2 "
+                f"or more"
+            ) from None
+        finally:
+            for name, tensor in model.named_buffers():
+                tensor.copy_(buffers[name])
+            model.train(was_training)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 class Trainer:
@@ -114,17 +186,37 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, *, run_dir: str | Path | None = None, resume: bool = False,
-                 progress: bool = True) -> None:
+                 progress: bool = True, overwrite: bool = False) -> None:
         self.cfg = cfg
         self.dist = distributed.current()
-        for module in cfg.plugins:
-            load_plugin(module)
+        self.overwrite = overwrite
+        self.resumed = resume
+        self.replaced: Path | None = None  # where --overwrite moved an earlier run
+        # Named first, before any slow set-up: the default name is unique (time plus a random part).
+        self.default_name = cfg.name is None and run_dir is None
+        name = distributed.broadcast_object(cfg.name or self._default_name())
+        self.run_dir = Path(run_dir) if run_dir else Path(cfg.output_dir) / name
+        if self.dist.is_main:
+            _check_output_dir(self.run_dir)
+            if not resume and not overwrite:
+                _refuse_existing_run(self.run_dir)
+        resume_state = load_checkpoint(self.run_dir / "last.pt") if resume else None
+        if resume_state is not None:
+            check_resume(cfg, resume_state, self.run_dir)
+        load_config_plugins(cfg.plugins)
         self.device = resolve_device(cfg.train.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         seed_everything(cfg.seed)
         self.data = build_datasets(cfg.data, seed=cfg.seed)
         self.model = _build_model(cfg, self.data).to(self.device)
+        if hasattr(self.model, "load_stage1") and not cfg.init_from and not cfg.model.get("pretrained"):
+            raise ConfigError(
+                f"model.type={cfg.model['type']} is a decoupling stage 2: it trains or calibrates the classifier on "
+                f"frozen features, which must come from a stage-1 run; pass --from RUN/last.pt (init_from=...), "
+                f"e.g. lttk train model.type=ce name=stage1, then lttk train model.type={cfg.model['type']} "
+                f"--from runs/stage1/last.pt"
+            )
         if self.dist.enabled and cfg.train.sync_batchnorm:
             if self.device.type != "cuda":
                 raise ConfigError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run on "
@@ -172,23 +264,22 @@ class Trainer:
         use_amp = cfg.train.amp if isinstance(cfg.train.amp, bool) else self.device.type == "cuda"
         self.amp = bool(use_amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        # Rank 0 names the run (the default name holds a timestamp) and every rank uses it.
-        name = distributed.broadcast_object(cfg.name or self._default_name())
-        self.run_dir = Path(run_dir) if run_dir else Path(cfg.output_dir) / name
         self.start_epoch = 0
         self.best: dict[str, Any] = {"top1": None, "epoch": None, "selected_on": self._selection_split()}
         self.show_progress = progress and self.dist.is_main
-        if self.dist.is_main:
-            _check_output_dir(self.run_dir)
-        # A schedule (a plugin's, say) must hold for every epoch of this run, not fail at epoch 150.
-        for epoch in range(cfg.train.epochs):
+        # A schedule (a plugin's, say) must hold for the epochs of this run, not fail at epoch 150:
+        # checked at a bounded number of epochs (all of them up to that many) so set-up stays fast.
+        for epoch in checked_epochs(cfg.train.epochs):
             self.model.training_kwargs(epoch, cfg.train.epochs)
-        if resume:
-            self._resume()
+        if resume_state is not None:
+            self._resume(resume_state)
 
     # ------------------------------------------------------------------ setup helpers
     def _default_name(self) -> str:
-        return f"{self.cfg.model['type']}-{self.cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # The random part keeps runs started in the same second apart (the folder is also created
+        # exclusively, so a clash is refused, never shared).
+        return (f"{self.cfg.model['type']}-{self.cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}-"
+                f"{secrets.token_hex(3)}")
 
     def _selection_split(self) -> str:
         return "val" if self.data.val is not None else "test"
@@ -226,9 +317,7 @@ class Trainer:
             "best": dict(self.best),
         }
 
-    def _resume(self) -> None:
-        path = self.run_dir / "last.pt"
-        state = load_checkpoint(path)
+    def _resume(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         if self.optimizer is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -355,9 +444,25 @@ class Trainer:
             return f"{last} holds epoch {load_checkpoint(last).get('epoch')} (0-based), the last good one"
         return "no epoch finished yet, so there is no checkpoint"
 
+    def _resume_hint(self) -> str:
+        return f"{self._checkpoint_status()}; free some space, then continue with: lttk train --resume {self.run_dir}"
+
+    def _claim_run_dir(self) -> None:
+        """Create the run folder of a new run exclusively: two runs never share one."""
+        for attempt in range(5):
+            try:
+                self.replaced = claim_run_dir(self.run_dir, overwrite=self.overwrite)
+                return
+            except RunExistsError:
+                # Only a default name may be changed behind the user's back (and never under torchrun,
+                # where every rank was told the name).
+                if not self.default_name or self.dist.enabled or attempt == 4:
+                    raise
+                self.run_dir = self.run_dir.with_name(self._default_name())
+
     def _interrupt_hint(self) -> str:
-        return (f"[yellow]interrupted[/]: {self._checkpoint_status()}. "
-                f"Continue with: lttk train --resume {self.run_dir}")
+        return escape_markup_hint(f"interrupted: {self._checkpoint_status()}. "
+                                  f"Continue with: lttk train --resume {self.run_dir}")
 
     def fit(self) -> dict[str, Any]:
         """Train to ``train.epochs`` and return the results (also written to ``results.json``)."""
@@ -365,11 +470,10 @@ class Trainer:
         epochs = cfg.train.epochs
         main = self.dist.is_main
         if main:
-            try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(f"cannot create the run folder {self.run_dir}: {exc}; choose another output_dir") from None
-            (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
+            if not self.resumed:
+                self._claim_run_dir()
+                # The resumed run keeps the config.yaml it started with: it is what the run is.
+                write_run_file(self.run_dir / "config.yaml", config_to_yaml(cfg), what="the run's config")
             self._trim_metrics_log()
         last_test: dict[str, Any] | None = None
         calibration: dict[str, Any] | None = None
@@ -381,14 +485,17 @@ class Trainer:
                 save_checkpoint(self._state(epochs - 1), self.run_dir / "best.pt")
         with TrainingProgress(epochs, self.start_epoch, enabled=self.show_progress) as progress:
             progress.log(
-                f"[bold]lttk train[/]: {self.recipe.method} on {cfg.data.dataset} "
+                f"[bold]lttk train[/]: {escape(self.recipe.method)} on {cfg.data.dataset} "
                 f"({len(self.data.train)} train / {len(self.data.test)} test images, {self.data.num_classes} classes), "
-                f"{self.steps_per_epoch} steps/epoch, device {self.device}, run dir {self.run_dir}"
+                f"{self.steps_per_epoch} steps/epoch, device {self.device}, run dir {escape(str(self.run_dir))}"
             )
+            if self.replaced is not None:
+                progress.log(f"[yellow]--overwrite[/]: the earlier run in this folder was moved to "
+                             f"{escape(str(self.replaced))}")
             if self.data.skipped:
                 shown = self.data.metadata.get("skipped_images", [])[:5]
                 progress.log(f"[yellow]skipped {self.data.skipped} unreadable image(s)[/] (data.bad_image_policy=skip): "
-                             + "; ".join(shown))
+                             + escape("; ".join(shown)))
             try:
                 for epoch in range(self.start_epoch, epochs):
                     record: dict[str, Any] = {"epoch": epoch, **self._train_epoch(epoch, progress)}
@@ -405,8 +512,8 @@ class Trainer:
                             if main:
                                 save_checkpoint(self._state(epoch), self.run_dir / "best.pt")
                     if main:
-                        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                            fh.write(json.dumps(record) + "\n")
+                        write_run_file(self.run_dir / "metrics.jsonl", json.dumps(record) + "\n", append=True,
+                                       what=f"the metrics of epoch {epoch}", resume_hint=self._resume_hint())
                         if is_last or (epoch + 1) % cfg.train.checkpoint_every == 0:
                             save_checkpoint(self._state(epoch), self.run_dir / "last.pt")
                     progress.end_epoch(
@@ -418,7 +525,7 @@ class Trainer:
                     if self.show_progress:
                         progress.log(hint)
                     else:
-                        print(hint.replace("[yellow]", "").replace("[/]", ""), file=sys.stderr)
+                        Console(stderr=True).print(hint, highlight=False)
                 raise
         if last_test is None:  # resumed after the last epoch: evaluate what we have
             last_test = self.evaluate("test")
@@ -440,10 +547,185 @@ class Trainer:
         if cfg.init_from:
             results["init_from"] = cfg.init_from
         if main:
-            (self.run_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-            if self.show_progress:
-                progress.console.print(results_table(results, title=f"{self.recipe.method}: test metrics (last epoch)"))
+            write_run_file(self.run_dir / "results.json", json.dumps(results, indent=2), what="the results",
+                           resume_hint=self._resume_hint())
+            # Also with --quiet: the results and where they are written are what a run is for.
+            console = progress.console if self.show_progress else Console()
+            console.print(results_table(results, title=f"{escape(self.recipe.method)}: test metrics (last epoch)"))
+            if self.replaced is not None:
+                console.print(f"the earlier run of this folder was moved to {escape(str(self.replaced))}",
+                              highlight=False)
+            console.print(f"run folder: {escape(str(self.run_dir))} (config.yaml, metrics.jsonl, results.json, "
+                          f"best.pt, last.pt)", highlight=False)
         return results
+
+
+#: Files a run writes into its folder.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "results.json", "best.pt", "last.pt")
+
+#: Fields a resumed run may change: where it runs and how it reports, never what it computes.
+RESUMABLE_CHANGES = ("train.device", "train.amp", "train.eval_every", "train.checkpoint_every", "data.num_workers",
+                     "data.test_batch_size", "data.root", "output_dir", "name", "plugins")
+
+#: Up to this many epochs the schedule is checked at every epoch before training; beyond, at as many
+#: epochs spread over the run (the first and the last included).
+SCHEDULE_CHECKS = 1000
+
+
+def escape_markup_hint(text: str) -> str:
+    """``interrupted: ...`` with the first word in yellow and the rest (paths) escaped."""
+    head, _, rest = text.partition(":")
+    return f"[yellow]{head}[/]:{escape(rest)}"
+
+
+def checked_epochs(epochs: int, limit: int = SCHEDULE_CHECKS) -> list[int]:
+    """The epochs at which a run's schedule is checked before training: all, or ``limit`` spread evenly.
+
+    >>> checked_epochs(4)
+    [0, 1, 2, 3]
+    >>> checked = checked_epochs(10**6)
+    >>> len(checked), checked[0], checked[-1]
+    (1000, 0, 999999)
+    """
+    if epochs <= limit:
+        return list(range(epochs))
+    return sorted({round(i * (epochs - 1) / (limit - 1)) for i in range(limit)})
+
+
+def load_config_plugins(modules: Sequence[str]) -> None:
+    """Import the modules a config's ``plugins:`` names, unless LTTK_DISABLE_PLUGINS is set."""
+    if not modules:
+        return
+    from lttoolkit.registry import plugins_disabled
+
+    if plugins_disabled():
+        flags = " ".join(f"--plugin {module}" for module in modules)
+        raise ConfigError(
+            f"the config lists plugins {list(modules)} but LTTK_DISABLE_PLUGINS is set, so none is imported; "
+            f"unset the variable, or, if you trust them, name them on the command line: lttk {flags} train ..."
+        )
+    for module in modules:
+        load_plugin(module)
+
+
+def _refuse_existing_run(run_dir: Path) -> None:
+    """A new run never writes into a folder that holds files (a finished run, say)."""
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise RunExistsError(_exists_message(run_dir))
+
+
+def _exists_message(run_dir: Path) -> str:
+    held = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    what = "a run" if set(held) & set(RUN_FILES) else "files"
+    shown = ", ".join(held[:6]) + (", ..." if len(held) > 6 else "")
+    resume = f"continue it with: lttk train --resume {run_dir}; " if "last.pt" in held else ""
+    return (f"the run folder {run_dir} already holds {what} ({shown}); nothing was changed. {resume}"
+            f"choose another name (name=NEW) or output_dir, or pass --overwrite to move it aside "
+            f"(to {run_dir.name}.replaced-TIME) and start a new run there")
+
+
+def claim_run_dir(run_dir: Path, *, overwrite: bool = False) -> Path | None:
+    """Create ``run_dir`` for a new run, atomically: ``os.mkdir``, then ``config.yaml`` with ``O_EXCL``,
+    so of two runs started together exactly one gets the folder (an empty folder made beforehand
+    is claimed the same way). With ``overwrite``, a folder holding files is first renamed aside,
+    never deleted.
+
+    Returns:
+        Where an earlier run was moved by ``overwrite``, else None.
+
+    Raises:
+        RunExistsError: the folder exists and holds files (or another run claimed it first).
+    """
+    moved = None
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        if overwrite and run_dir.is_dir() and any(run_dir.iterdir()):
+            moved = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-"
+                                      f"{secrets.token_hex(2)}")
+            os.rename(run_dir, moved)
+        try:
+            os.mkdir(run_dir)
+        except FileExistsError:
+            if not run_dir.is_dir() or any(run_dir.iterdir()):
+                raise RunExistsError(_exists_message(run_dir)) from None
+        # The claim itself: whoever creates config.yaml first owns the folder (also an empty one).
+        os.close(os.open(run_dir / "config.yaml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        raise RunExistsError(_exists_message(run_dir)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run folder {run_dir}: {exc.strerror or exc}; "
+                          f"choose another output_dir") from None
+    return moved
+
+
+def write_run_file(path: Path, text: str, *, what: str, append: bool = False, resume_hint: str = "") -> None:
+    """Write (or append to) a run file; a failure is a :class:`RunWriteError` saying why and what is kept."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o666)
+        try:
+            data = text.encode("utf-8")
+            while data:
+                data = data[os.write(descriptor, data):]
+        finally:
+            os.close(descriptor)
+    except OSError as exc:
+        reason = ("no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                  else exc.strerror or str(exc))
+        hint = resume_hint or f"free some space or choose another output_dir, then start again"
+        failure = RunWriteError(f"could not write {what} to {path}: {reason}. {hint}")
+        failure.errno = exc.errno
+        raise failure from exc
+
+
+def check_resume(cfg: RunConfig, state: Mapping[str, Any], run_dir: Path) -> None:
+    """Refuse to resume when the request differs from what ``last.pt`` was trained with.
+
+    The stored config in ``last.pt`` is the truth (``config.yaml`` may have been edited); only
+    :data:`RESUMABLE_CHANGES` may differ, since a resumed run must continue the same computation.
+    """
+    stored = state.get("config")
+    if not isinstance(stored, Mapping):
+        raise ResumeMismatchError(f"cannot resume {run_dir}: its last.pt holds no config, so it is not a run's "
+                                  f"checkpoint; start a new run (--from {run_dir / 'last.pt'} to reuse its weights)")
+    try:
+        stored = RunConfig.model_validate(dict(stored)).model_dump(mode="json")
+    except Exception:  # an older or edited checkpoint: compare what it holds
+        stored = dict(stored)
+    before, after = _flatten(stored), _flatten(cfg.model_dump(mode="json"))
+    changed = [key for key in sorted(set(before) | set(after))
+               if before.get(key) != after.get(key) and not key.startswith(RESUMABLE_CHANGES)]
+    done = int(state.get("epoch", -1)) + 1
+    if "train.epochs" in changed and cfg.train.epochs < done:
+        raise ResumeMismatchError(
+            f"cannot resume {run_dir} with train.epochs={cfg.train.epochs}: it has already trained {done} epochs "
+            f"of {before.get('train.epochs')}; drop the train.epochs override to finish the run as it was started"
+        )
+    if "init_from" in changed:
+        raise ResumeMismatchError(
+            f"cannot resume {run_dir} with --from/init_from: a resumed run continues from its own last.pt; "
+            f"to start from other weights, start a new run (without --resume)"
+        )
+    if changed:
+        shown = "; ".join(f"{key}: {before.get(key, '(unset)')!r} -> {after.get(key, '(unset)')!r}"
+                          for key in changed[:8])
+        more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
+        raise ResumeMismatchError(
+            f"cannot resume {run_dir}: the request differs from the config its last.pt was trained with: "
+            f"{shown}{more}. A resumed run continues the same computation, so only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change; drop those overrides (or undo the edit of its "
+            f"config.yaml), or start a new run from its weights: lttk train ... --from {run_dir / 'last.pt'} "
+            f"name=NEW"
+        )
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _check_output_dir(run_dir: Path) -> None:
@@ -504,14 +786,17 @@ def evaluate_model(model: nn.Module, dataset: Any, train_class_counts: Sequence[
 
 
 def train(config: str | Path | RunConfig | None = None, overrides: Sequence[str] = (), *,
-          resume: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+          resume: str | Path | None = None, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Train from a YAML file / :class:`RunConfig` / the defaults, or resume a run folder.
 
     Args:
         config: a YAML path, a RunConfig, or None for the quick start (BBN on the
             embedded Fashion-MNIST-LT, ``lttoolkit/configs/quickstart.yaml``).
         overrides: dotted ``key=value`` changes (``train.epochs=10``).
-        resume: a run folder holding ``config.yaml`` and ``last.pt``.
+        resume: a run folder holding ``config.yaml`` and ``last.pt``; ``overrides`` may then only
+            change where and how it runs (:data:`RESUMABLE_CHANGES`).
+        overwrite: if the run folder already holds files, rename it aside
+            (``NAME.replaced-TIME``) instead of refusing; nothing is deleted.
 
     Returns:
         The results dict written to ``results.json``.
@@ -527,7 +812,7 @@ def train(config: str | Path | RunConfig | None = None, overrides: Sequence[str]
         config = quickstart_config_path()
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
     with distributed.distributed_session(resolve_device(cfg.train.device).type):
-        return Trainer(cfg, progress=progress).fit()
+        return Trainer(cfg, progress=progress, overwrite=overwrite).fit()
 
 
 def quickstart_config_path() -> Path:

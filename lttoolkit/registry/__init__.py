@@ -49,10 +49,16 @@ def _timm_fallback(name: str) -> Any:
     return timm_backbone_factory(name)
 
 
+def _timm_names() -> list[str]:
+    import timm
+
+    return timm.list_models()
+
+
 SAMPLERS = Registry("samplers")
 LOSSES = Registry("losses")
 SCHEDULES = Registry("schedules")
-BACKBONES = Registry("backbones", fallback=_timm_fallback)
+BACKBONES = Registry("backbones", fallback=_timm_fallback, fallback_names=_timm_names)
 METHODS = Registry("methods")
 
 ALL_REGISTRIES: dict[str, Registry] = {

@@ -16,7 +16,7 @@ import threading
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from lttoolkit.errors import (
     DuplicateComponentError,
@@ -140,12 +140,15 @@ class Registry:
         *,
         group: str | None = None,
         fallback: Callable[[str], Any] | None = None,
+        fallback_names: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.kind = kind
         self.group = group if group is not None else f"lttoolkit.{kind}"
         self._entries: dict[str, Entry] = {}
         self._shadowed: list[Entry] = []
         self._fallback = fallback
+        # The names the fallback accepts, for "did you mean" only (read when a name is unknown).
+        self._fallback_names = fallback_names
         self._plugins_discovered = False
         self._lock = threading.RLock()
 
@@ -292,6 +295,13 @@ class Registry:
     def _unknown_message(self, name: str) -> str:
         names = sorted(self._entries)
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        if self._fallback_names is not None:
+            try:
+                more = list(self._fallback_names())
+            except Exception:  # suggestions are a courtesy: never fail the error message
+                more = []
+            scored = difflib.get_close_matches(name, [*close, *more], n=3, cutoff=0.6)
+            close = scored or close
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         shown = ", ".join(names[:25]) + (", ..." if len(names) > 25 else "")
         extra = " (every timm model name is accepted too)" if self._fallback is not None else ""

@@ -6,6 +6,7 @@ each other make a 2-second tiny run take half a minute, and one thread keeps run
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -72,6 +73,33 @@ def lttk_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
         return code, " ".join(captured.out.split()), " ".join(captured.err.split())
 
     return run
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A finished 2-epoch tiny run (``.../runs/full``, json images) and the overrides that made it.
+    Shared by the session: copy it (``run_copy``) before changing anything in it."""
+    from lttoolkit.engine.trainer import train
+
+    base = tmp_path_factory.mktemp("finished")
+    images = make_image_set(base / "images")
+    overrides = images.overrides("train.epochs=2", f"output_dir={base / 'runs'}", "name=full")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(None, overrides, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return base / "runs" / "full", overrides
+
+
+@pytest.fixture
+def run_copy(finished_run: tuple[Path, list[str]], tmp_path: Path) -> tuple[Path, list[str]]:
+    """A copy of ``finished_run`` under ``tmp_path/runs/full``, with overrides pointing there."""
+    source, overrides = finished_run
+    copy = tmp_path / "runs" / "full"
+    shutil.copytree(source, copy)
+    return copy, [o for o in overrides if not o.startswith("output_dir=")] + [f"output_dir={copy.parent}"]
 
 
 @pytest.fixture

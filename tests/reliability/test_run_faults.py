@@ -25,7 +25,7 @@ from lttoolkit.engine.config import load_config
 from lttoolkit.engine.evaluate import load_model
 from lttoolkit.engine.trainer import NonFiniteLossError, Trainer, train
 from lttoolkit.errors import LTToolkitError
-from lttoolkit.registry import LOSSES, registration_source
+from lttoolkit.registry import LOSSES, load_plugin, registration_source
 
 from ._support import (
     STALL_ENV,
@@ -110,6 +110,7 @@ def test_ctrl_c_exits_130_with_a_resume_hint_and_a_loadable_checkpoint(tmp_path,
     assert f"{run_dir / 'last.pt'} holds epoch 0 (0-based)" in said
     assert f"lttk train --resume {run_dir}" in said
     assert "Traceback" not in said
+    load_plugin(STALL_MODULE)  # a checkpoint never imports the plugins it names: the user loads them
     model, state = load_model(run_dir / "last.pt")
     assert state["epoch"] == 0 and isinstance(model, nn.Module)
 
@@ -244,3 +245,111 @@ def test_nan_loss_in_the_first_epoch_does_not_promise_a_checkpoint(tmp_path, ima
     assert not (trainer.run_dir / "last.pt").exists()
     assert "still holds" not in str(caught.value)
     assert "no checkpoint" in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- issue 17, item 4: absurd epochs
+@pytest.mark.parametrize("epochs", ["1000000000", "1e20", "1.0e+20"])
+def test_absurd_epochs_are_refused_at_once(tmp_path, image_set, lttk_main, epochs):
+    import time
+
+    started = time.monotonic()
+    code, out, err = lttk_main("train", *image_set.overrides(f"train.epochs={epochs}", f"output_dir={tmp_path / 'r'}"),
+                               "--quiet")
+    assert code == 2, (out, err)
+    assert "train.epochs" in err
+    assert time.monotonic() - started < 30
+
+
+def test_the_schedule_check_before_training_takes_constant_time(tmp_path, image_set, monkeypatch):
+    import lttoolkit.engine.trainer as trainer_module
+    from lttoolkit.engine.config import MAX_EPOCHS
+
+    cfg = load_config(None, image_set.overrides(f"train.epochs={MAX_EPOCHS}", f"output_dir={tmp_path / 'r'}"))
+    checked: list[int] = []
+    real_build = trainer_module._build_model
+
+    def build_and_count(cfg, data):
+        model = real_build(cfg, data)
+        schedule = model.training_kwargs
+        model.training_kwargs = lambda epoch, epochs: (checked.append(epoch), schedule(epoch, epochs))[1]
+        return model
+
+    monkeypatch.setattr(trainer_module, "_build_model", build_and_count)
+    Trainer(cfg, progress=False)
+    assert 0 < len(checked) <= 1000 and checked[0] == 0 and checked[-1] == MAX_EPOCHS - 1
+
+
+# ----------------------------------------------------------------------------- issue 17, item 6: a full disk
+def full_disk_at(monkeypatch, name: str) -> None:
+    """os.write raises ENOSPC for the file ``name`` (found through /proc/self/fd), as on a full disk."""
+    real_write = os.write
+
+    def write(descriptor, data):
+        try:
+            target = os.readlink(f"/proc/self/fd/{descriptor}")
+        except OSError:
+            target = ""
+        if Path(target).name == name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(descriptor, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the file being written through /proc")
+@pytest.mark.parametrize("name", ["config.yaml", "metrics.jsonl"])
+def test_a_full_disk_at_a_run_file_is_a_one_line_error_saying_so(tmp_path, image_set, lttk_main, monkeypatch, name):
+    full_disk_at(monkeypatch, name)
+    run_dir = tmp_path / "runs" / "run"
+    code, out, err = lttk_main("train", *image_set.overrides(f"output_dir={run_dir.parent}", "name=run"), "--quiet")
+    assert code == 2, (out, err)
+    assert f"error: RunWriteError: could not write" in err and f"{run_dir / name}: no space left on device" in err
+    if name == "metrics.jsonl":
+        assert f"lttk train --resume {run_dir}" in err
+
+
+def test_a_full_disk_during_a_checkpoint_says_no_space_left(tmp_path, monkeypatch):
+    from lttoolkit.engine.checkpoint import save_checkpoint
+
+    target = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 0, "weights": torch.zeros(4)}, target)
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        """A file object that takes a few bytes, then fails as a full disk does."""
+
+        def __init__(self, stream):
+            self.stream, self.written = stream, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1024:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.stream.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.stream.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
+    with pytest.raises(CheckpointWriteError) as caught:
+        save_checkpoint({"epoch": 1, "weights": torch.zeros(100_000)}, target)
+    message = str(caught.value)
+    assert "no space left on device" in message and "unexpected pos" not in message
+    assert caught.value.errno == errno.ENOSPC
+    assert load_checkpoint(target)["epoch"] == 0
+
+
+# ----------------------------------------------------------------------------- issue 17, item 11: stage 2 without stage 1
+@pytest.mark.parametrize("method", ["crt", "lws", "tau_norm"])
+def test_a_decoupling_stage_two_without_from_is_refused(tmp_path, image_set, lttk_main, method):
+    code, out, err = lttk_main("train", *image_set.overrides(f"model.type={method}", "data.val_fraction=0.2",
+                                                             f"output_dir={tmp_path / 'runs'}"), "--quiet")
+    assert code == 2, (out, err)
+    assert f"model.type={method} is a decoupling stage 2" in err and "--from" in err
+    assert not (tmp_path / "runs").exists()

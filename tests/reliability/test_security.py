@@ -264,3 +264,86 @@ def test_disable_env_hides_an_installed_plugin_and_never_imports_it(tmp_path, pl
         assert seen["listed"] is True and "lttk-reliability-plugin 0.1" in seen["sources"]
         assert seen["built"] == 0.5
         assert marker.exists()
+
+
+# ----------------------------------------------------------------------------- modules a file names (issue 17, item 3)
+def downloaded_checkpoint(finished_run, folder: Path, marker: Path) -> Path:
+    """A plain-data checkpoint whose config lists ``pwn_mod``, with ``pwn_mod.py`` (which would
+    create ``marker``) beside it, as in a downloaded folder."""
+    from lttoolkit.engine.checkpoint import save_checkpoint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = load_checkpoint(finished_run[0] / "last.pt")
+    state["config"]["plugins"] = ["pwn_mod"]
+    (folder / "pwn_mod.py").write_text(f"open({str(marker)!r}, 'w').close()\n", encoding="utf-8")
+    return save_checkpoint(state, folder / "downloaded.pt")
+
+
+def test_control_the_module_beside_the_checkpoint_runs_when_imported(tmp_path, finished_run):
+    marker = tmp_path / "ran"
+    downloaded_checkpoint(finished_run, tmp_path / "download", marker)
+    done = subprocess.run([sys.executable, "-c", "import pwn_mod"], cwd=tmp_path / "download", timeout=60)
+    assert done.returncode == 0 and marker.exists()
+
+
+def test_python_m_lttoolkit_eval_never_imports_what_a_checkpoint_names(tmp_path, finished_run):
+    # `python -m` puts the current folder on sys.path: the module beside the file would be found.
+    marker = tmp_path / "ran"
+    checkpoint = downloaded_checkpoint(finished_run, tmp_path / "download", marker)
+    done = subprocess.run([sys.executable, "-m", "lttoolkit", "eval", checkpoint.name, "--device", "cpu", "--json"],
+                          cwd=checkpoint.parent, env=lttk_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_predict_and_analyze_never_import_what_a_checkpoint_names(tmp_path, finished_run, lttk_main, monkeypatch,
+                                                                  disabled):
+    marker = tmp_path / "ran"
+    checkpoint = downloaded_checkpoint(finished_run, tmp_path / "download", marker)
+    image = tmp_path / "download" / "cat.png"
+    random_image(np.random.default_rng(0)).save(image)
+    monkeypatch.chdir(checkpoint.parent)
+    monkeypatch.syspath_prepend(str(checkpoint.parent))  # what `python -m` does with the current folder
+    if disabled:
+        monkeypatch.setenv(DISABLE_ENV, "1")
+    for args in (["predict", checkpoint, image], ["analyze", checkpoint], ["eval", checkpoint, "--device", "cpu"]):
+        code, out, err = lttk_main(*args)
+        assert code == 0, (args, out, err)
+    assert not marker.exists()
+    assert "pwn_mod" not in sys.modules
+
+
+def test_a_configs_plugins_are_not_imported_when_plugins_are_disabled(tmp_path, lttk_main, monkeypatch):
+    marker = tmp_path / "ran"
+    (tmp_path / "cfg_mod.py").write_text(f"open({str(marker)!r}, 'w').close()\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "config.yaml"
+    config.write_text("plugins: [cfg_mod]\ntrain: {epochs: 1, max_steps_per_epoch: 1}\n", encoding="utf-8")
+    monkeypatch.setenv(DISABLE_ENV, "1")
+    code, out, err = lttk_main("train", config, f"output_dir={tmp_path / 'runs'}", "--quiet")
+    assert code == 2, (out, err)
+    assert "plugins ['cfg_mod']" in err and "LTTK_DISABLE_PLUGINS" in err and "--plugin cfg_mod" in err
+    assert not marker.exists() and "cfg_mod" not in sys.modules
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_checkpoint_that_needs_a_plugin_says_which_and_how_to_load_it(tmp_path, image_set, stall_plugin_loaded,
+                                                                       lttk_main):
+    from lttoolkit.engine.trainer import train
+    from lttoolkit.registry import SCHEDULES
+
+    from ._support import STALL_SCHEDULE
+
+    train(None, image_set.overrides(f"plugins=[{stall_plugin_loaded}]", f"model.schedule={STALL_SCHEDULE}",
+                                    f"output_dir={tmp_path / 'runs'}", "name=run"), progress=False)
+    checkpoint = tmp_path / "runs" / "run" / "last.pt"
+    SCHEDULES.unregister(STALL_SCHEDULE)  # as in a fresh process: the plugin module is not loaded
+    sys.modules.pop(stall_plugin_loaded)
+    code, out, err = lttk_main("eval", checkpoint, "--device", "cpu")
+    assert code == 2, (out, err)
+    assert f"needs schedule '{STALL_SCHEDULE}'" in err and f"--plugin {stall_plugin_loaded}" in err
+    assert "never imports" in err
+    assert stall_plugin_loaded not in sys.modules
+    code, out, err = lttk_main("--plugin", stall_plugin_loaded, "eval", checkpoint, "--device", "cpu")
+    assert code == 0, (out, err)
