@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lttoolkit.data.long_tail import largest_n_max
 from lttoolkit.data import (
     DATASET_NAMES,
     DEFAULT_TRANSFORM_FAMILY,
@@ -151,8 +152,17 @@ def test_too_small_class_is_a_data_error():
     labels = np.array([0] * 10 + [1] * 2 + [2] * 10)
     with pytest.raises(DataError, match="class 1 has 2 images but .* asks for 7"):
         make_long_tailed(labels, 2, n_max=10, class_order=[2, 1, 0])
-    # n_max defaults to the smallest class
-    assert class_counts(labels[make_long_tailed(labels, 2)], 3) == [2, 1, 1]
+    # n_max defaults to the largest head whose quotas fit: here class 1 (2 images) caps it at 4
+    assert class_counts(labels[make_long_tailed(labels, 2)], 3) == [4, 2, 2]
+
+
+def test_an_already_long_tailed_source_keeps_its_head_by_default():
+    # docs/datasets.md: the embedded Fashion-MNIST-LT (IR 100) can be made more long-tailed (IR 200)
+    embedded = [600, 359, 215, 129, 77, 46, 27, 16, 10, 6]
+    labels = np.repeat(np.arange(10), embedded)
+    counts = class_counts(labels[make_long_tailed(labels, 200)], 10)
+    assert counts[0] == 600 and counts == long_tailed_counts(10, 600, 200)
+    assert largest_n_max([500] * 10, 100) == 500  # a balanced source: its class size, as before
 
 
 def test_class_counts():

@@ -147,6 +147,7 @@ class FileListDataset(LabelledDataset):
         source: str = "file list",
     ) -> None:
         paths = [os.fspath(p) for p in paths]
+        self.source = source
         self._init_labels(labels, classes, num_classes, transform, source)
         if len(paths) != len(self.labels):
             raise DataError(f"{source}: {len(paths)} paths but {len(self.labels)} labels")
@@ -174,7 +175,10 @@ class FileListDataset(LabelledDataset):
         return self._paths.tolist()
 
     def load_image(self, index: int) -> Image.Image:
-        return load_image(self.path(index), self.mode)
+        try:
+            return load_image(self.path(index), self.mode)
+        except DataError as exc:  # name where the file is listed, not only the file
+            raise DataError(f"{exc} (listed in {self.source} as {self._paths[index]!r})") from exc
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> FileListDataset:
         """A :class:`FileListDataset` of the files at ``indices``."""
@@ -189,6 +193,7 @@ class FileListDataset(LabelledDataset):
             transform=self.transform,
             mode=self.mode,
             allow_outside_root=True,  # checked when this list was made
+            source=self.source,
         )
         out.allow_outside_root = self.allow_outside_root
         out.metadata = dict(self.metadata)

@@ -1,7 +1,8 @@
 """Image trees laid out one folder per class (``root/<class>/<image>``).
 
 The layout of torchvision's ``ImageFolder``, whose scanner is reused here
-(classes sorted by folder name, files with a known image extension); the
+(classes sorted by folder name, files with a known image extension; hidden files and
+folders such as macOS's ``._x.jpg`` are skipped); the
 result is a :class:`~lttoolkit.data.files.FileListDataset`, so its labels are
 known without opening an image, as the class-aware samplers of BBN (Zhou et
 al., CVPR 2020) need.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from lttoolkit.data.base import Transform
 from lttoolkit.data.files import FileListDataset
@@ -47,9 +48,18 @@ def load_image_folder(
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist; it should hold one sub-folder per class")
+    def is_image(path: str) -> bool:
+        # Hidden files are never images: macOS writes "._x.jpg" (AppleDouble) next to every x.jpg on
+        # foreign file systems, which has the suffix but not the content.
+        return not os.path.basename(path).startswith(".") and path.lower().endswith(tuple(extensions))
+
     try:
-        classes, class_to_idx = find_classes(str(folder))
-        samples = make_dataset(str(folder), class_to_idx, extensions=extensions, allow_empty=True)
+        # Hidden folders (.ipynb_checkpoints, .git) are not classes.
+        classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+        if not classes:
+            raise DataError(f"image folder {folder} has no class sub-folders; it should hold one sub-folder per class")
+        class_to_idx = {name: index for index, name in enumerate(classes)}
+        samples = make_dataset(str(folder), class_to_idx, is_valid_file=is_image, allow_empty=True)
     except (FileNotFoundError, OSError) as exc:
         raise DataError(f"cannot scan image folder {folder}: {exc}") from exc
     if not samples:

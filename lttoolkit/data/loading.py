@@ -75,7 +75,9 @@ def _image_folder(
         folder = folder / split
         if not folder.is_dir():
             raise DataError(
-                f"image folder {folder} (root/split) does not exist; pass split=None to use {root} itself"
+                f"image folder {folder} does not exist: data.dataset=image_folder reads data.root/train and "
+                f"data.root/test, each holding one sub-folder per class; put the images there (in Python, "
+                f"load_dataset('image_folder', root=..., split=None) reads {root} itself)"
             )
     return load_image_folder(folder, transform=transform, in_chans=in_chans, mode=mode)
 

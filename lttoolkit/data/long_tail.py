@@ -23,7 +23,8 @@ import numpy as np
 
 from lttoolkit.errors import ConfigError, DataError
 
-__all__ = ["LONG_TAIL_PROFILES", "long_tailed_counts", "make_long_tailed", "class_counts"]
+__all__ = [
+    "LONG_TAIL_PROFILES", "largest_n_max", "long_tailed_counts", "make_long_tailed", "class_counts"]
 
 LONG_TAIL_PROFILES: tuple[str, ...] = ("exp", "step")
 
@@ -118,6 +119,37 @@ def long_tailed_counts(num_classes: int, n_max: int, imbalance_ratio: float, pro
     return counts
 
 
+def largest_n_max(available: Sequence[int], imbalance_ratio: float, profile: str = "exp") -> int:
+    """The largest ``n_max`` whose long-tailed quotas fit in ``available`` (images per class, head first).
+
+    >>> largest_n_max([500] * 10, 100)  # a balanced set: its class size
+    500
+    >>> largest_n_max([600, 359, 215, 129, 77, 46, 27, 16, 10, 6], 200)  # long-tailed already: its head
+    600
+    """
+    ratio = _check_ratio(imbalance_ratio)
+    n = int(min(available))
+    if n <= 0:
+        return n
+    top = int(max(available))
+    # Quotas grow with n_max: find the largest n_max in [min, max] whose quotas all fit.
+    def fits(candidate: int) -> bool:
+        with np.errstate(all="ignore"):
+            try:
+                quotas = long_tailed_counts(len(available), candidate, ratio, profile)
+            except ConfigError:  # a tail class left empty: n_max too small, not too large
+                return True
+        return all(q <= a for q, a in zip(quotas, available))
+
+    if fits(top):
+        return top
+    low, high = n, top  # fits(low) (every quota <= n_max <= min); not fits(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
 def make_long_tailed(
     labels: Sequence[int] | np.ndarray,
     imbalance_ratio: float,
@@ -140,8 +172,10 @@ def make_long_tailed(
         labels: class label of every image of the source set.
         imbalance_ratio: ``n_max / n_min``, >= 1.
         profile: ``"exp"`` or ``"step"``, see :func:`long_tailed_counts`.
-        n_max: images of the head class. Default: the size of the smallest
-            class, which is the per-class size of a balanced set such as CIFAR.
+        n_max: images of the head class. Default: the largest head the source can
+            supply, every class's quota within its images (:func:`largest_n_max`): the
+            per-class size of a balanced set such as CIFAR, the head's size for a set
+            that is long-tailed already (the embedded Fashion-MNIST-LT).
         seed: seed of the selection (the global numpy seed is never used).
         class_order: a permutation of the classes, head first. Default:
             ``0, 1, ..., C-1`` (class 0 the head), the usual protocol.
@@ -177,10 +211,10 @@ def make_long_tailed(
                 f"head class first), got {list(map(int, order))}"
             )
     if n_max is None:
-        n_max = int(counts.min())
-        if n_max == 0:
+        if int(counts.min()) == 0:
             empty = int(np.flatnonzero(counts == 0)[0])
             raise DataError(f"class {empty} has no images; pass n_max= and num_classes= explicitly or fix the labels")
+        n_max = largest_n_max([int(counts[c]) for c in order], imbalance_ratio, profile)
     quotas = long_tailed_counts(num_classes, n_max, imbalance_ratio, profile)
 
     # Group indices by class once (stable sort keeps dataset order within a class).

@@ -5,10 +5,10 @@ Class counts are computed here once and handed to the samplers and the loss.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from lttoolkit.data import DEFAULT_TRANSFORM_FAMILY, build_transforms, load_data
 from lttoolkit.engine.config import DataConfig
 from lttoolkit.errors import ConfigError, DataError
 
-__all__ = ["DataBundle", "build_datasets", "transform_family", "stratified_split"]
+__all__ = ["DataBundle", "build_datasets", "transform_family", "stratified_split", "match_classes"]
 
 # config name -> lttoolkit.data.load_dataset name
 _SOURCES = {
@@ -74,6 +74,69 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         val_idx.append(members[:take])
         train_idx.append(members[take:])
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+
+
+def match_classes(dataset: Any, expected: list[str], *, what: str, fix: str) -> None:
+    """Make ``dataset``'s labels index ``expected`` by class *name*: the same names in another order
+    are re-numbered; other names are refused, never scored as whichever class has the same index.
+
+    >>> from lttoolkit.data import ArrayDataset
+    >>> ds = ArrayDataset(np.zeros((2, 4, 4), np.uint8), [0, 1], classes=["cat", "bird"])
+    >>> match_classes(ds, ["bird", "cat"], what="the test split", fix="")
+    >>> ds.labels.tolist(), ds.classes
+    ([1, 0], ['bird', 'cat'])
+    """
+    names = [str(name) for name in dataset.classes]
+    expected = [str(name) for name in expected]
+    if names == expected:
+        return
+    if sorted(names) == sorted(expected) and len(set(names)) == len(names):
+        index = {name: i for i, name in enumerate(expected)}
+        mapping = np.array([index[name] for name in names], dtype=np.int64)
+        dataset.labels = mapping[np.asarray(dataset.labels, dtype=np.int64)]
+        dataset.classes = list(expected)
+        return
+    unknown = [name for name in names if name not in expected]
+    absent = [name for name in expected if name not in names]
+    raise DataError(
+        f"{what} has other classes than the model was trained on: {_names(unknown)} not among the training "
+        f"classes" + (f", and {_names(absent)} missing" if absent else "") + f" (training classes: {_names(expected)}); "
+        f"classes are matched by name, never by position; {fix}"
+    )
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}]"
+
+
+#: ``data.check_files: auto`` decodes every image up front for sets up to this size (seconds on a CPU).
+AUTO_DECODE_LIMIT = 5000
+
+
+def check_files(dataset: Any, *, decode: bool, limit: int = 5) -> None:
+    """Fail before training if a listed image file is missing (or, with ``decode``, unreadable),
+    naming where it is listed and the entry; in-memory datasets have nothing to check."""
+    if not hasattr(dataset, "path"):
+        return
+    bad: list[str] = []
+    for index in range(len(dataset)):
+        if decode:
+            try:
+                dataset.load_image(index)
+            except DataError as exc:
+                bad.append(str(exc))
+        elif not os.path.isfile(dataset.path(index)):
+            bad.append(f"image file {dataset.path(index)} does not exist (listed in "
+                       f"{getattr(dataset, 'source', 'the file list')} as entry {index}, {dataset.paths[index]!r})")
+        if len(bad) >= limit:
+            break
+    if bad:
+        raise DataError(
+            f"{len(bad)}{'+' if len(bad) >= limit else ''} of {len(dataset)} listed images cannot be used: "
+            + "; ".join(bad) + ". Fix or remove those entries, or set data.bad_image_policy=skip to drop unreadable "
+            "images (data.check_files=false skips this check)"
+        )
 
 
 def drop_unreadable(dataset: Any) -> tuple[Any, list[str]]:
@@ -144,6 +207,13 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> DataBundle:
     elif cfg.n_max is not None or cfg.permute_classes:
         raise ConfigError("data.n_max and data.permute_classes only apply with data.imbalance_ratio; set it too")
     train = load("train")
+    test = load("test")
+    if cfg.check_files is not False and cfg.bad_image_policy == "error":
+        # Up front, on the lists as written: a missing or broken file would otherwise surface only when the
+        # sampler reaches it, possibly hours in.
+        for listed in (train, test):
+            decode = cfg.check_files is True or len(listed) <= AUTO_DECODE_LIMIT
+            check_files(listed, decode=decode)
     if lt:
         if cfg.permute_classes:
             lt["class_order"] = [int(c) for c in np.random.default_rng([seed, 0xC1A55]).permutation(train.num_classes)]
@@ -153,12 +223,13 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> DataBundle:
         metadata = {**train.metadata, **{k: v for k, v in lt.items() if k != "seed"}}
         train = train.subset(indices)
         train.metadata = metadata
-    test = load("test")
     if test.num_classes != train.num_classes:
         raise DataError(
             f"the training split has {train.num_classes} classes but the test split {test.num_classes}; "
             f"both must use the same class list"
         )
+    match_classes(test, list(train.classes), what="the test split",
+                  fix="give the test split the training split's class names (folder names for image_folder)")
     val = None
     if cfg.val_fraction > 0:
         train_idx, val_idx = stratified_split(train.labels, cfg.val_fraction, seed)
@@ -171,6 +242,12 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> DataBundle:
         skipped = bad_train + bad_test
     if len(train) == 0:
         raise DataError(f"the training set of data.dataset={cfg.dataset} is empty; check data.root and the annotations")
+    if train.num_classes < 2:
+        raise DataError(
+            f"the training data of data.dataset={cfg.dataset} has {train.num_classes} class "
+            f"({', '.join(map(repr, train.classes))}): a classifier needs at least 2; check data.root (image_folder "
+            f"wants one sub-folder per class) or the annotations' labels"
+        )
     train.transform = build_transforms(family, True, in_chans=in_chans, image_size=cfg.image_size)
     test.transform = build_transforms(family, False, in_chans=in_chans, image_size=cfg.image_size)
     if val is not None:

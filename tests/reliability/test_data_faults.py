@@ -95,12 +95,15 @@ def add_bad_images(images, kinds: list[str], *, in_test: int) -> list[Path]:
 def test_unreadable_image_stops_the_run_and_names_the_file(tmp_path, image_set, kind):
     # Listed in the test split too, so evaluation reaches it even if the 2 training steps do not.
     (bad,) = add_bad_images(image_set, [kind], in_test=1)
-    trainer = Trainer(run_config(tmp_path, image_set), progress=False)
+    # Without the up-front check (see test_data_check_names_the_annotation_entry...), the loader names it.
+    trainer = Trainer(run_config(tmp_path, image_set, "data.check_files=false"), progress=False)
     with pytest.raises(DataError) as caught:
         trainer.fit()
     message = str(caught.value)
     assert str(bad) in message
     assert ("does not exist" if kind == "missing" else "cannot read image file") in message
+    assert f"listed in {image_set.annotation_file('train')}" in message or \
+        f"listed in {image_set.annotation_file('test')}" in message
     assert not (trainer.run_dir / "results.json").exists()
 
 
@@ -235,3 +238,81 @@ def test_mixed_image_modes_all_load_as_the_configured_mode(tmp_path, in_chans):
     results = trainer.fit()
     assert trainer.model.recipe.in_chans == in_chans
     assert results["skipped_images"] == 0 and (trainer.run_dir / "last.pt").is_file()
+
+
+# ----------------------------------------------------------------------------- issue 17, item 13: checked up front
+@pytest.mark.parametrize("kind", ["missing", "truncated_png"])
+def test_data_check_names_the_annotation_entry_before_the_run_starts(tmp_path, image_set, lttk_main, kind):
+    (bad,) = add_bad_images(image_set, [kind], in_test=0)
+    code, out, err = lttk_main("train", *image_set.overrides(f"output_dir={tmp_path / 'runs'}", "name=run"),
+                               "--quiet")
+    assert code == 2, (out, err)
+    assert str(bad) in err and f"listed in {image_set.annotation_file('train')}" in err
+    assert "data.bad_image_policy=skip" in err
+    assert not (tmp_path / "runs").exists()  # refused before any run folder or training
+
+
+def make_image_folder(root: Path, classes_by_split: dict[str, list[str]], per_class: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for split, classes in classes_by_split.items():
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for index in range(per_class):
+                random_image(rng).save(root / split / name / f"{index}.png")
+    return root
+
+
+def folder_overrides(tmp_path: Path, root: Path, *extra: str) -> list[str]:
+    from ._support import TINY_RUN
+
+    return [*TINY_RUN, "data.dataset=image_folder", f"data.root={root}", f"output_dir={tmp_path / 'runs'}",
+            "name=run", *extra]
+
+
+def test_macos_appledouble_files_and_hidden_folders_are_not_images_or_classes(tmp_path):
+    root = make_image_folder(tmp_path / "data", {"train": ["cat", "dog"], "test": ["cat", "dog"]})
+    (root / "train" / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    data = build_datasets(load_config(None, folder_overrides(tmp_path, root)).data)
+    assert data.classes == ["cat", "dog"] and len(data.train) == 8
+
+
+def test_one_class_dataset_is_refused(tmp_path, lttk_main):
+    root = make_image_folder(tmp_path / "data", {"train": ["cat"], "test": ["cat"]})
+    code, out, err = lttk_main("train", *folder_overrides(tmp_path, root), "--quiet")
+    assert code == 2, (out, err)
+    assert "has 1 class ('cat')" in err and "at least 2" in err
+
+
+def test_missing_image_folder_split_names_the_layout_not_a_library_argument(tmp_path, lttk_main):
+    root = make_image_folder(tmp_path / "data", {"train": ["cat", "dog"]})  # no test/ folder
+    code, out, err = lttk_main("train", *folder_overrides(tmp_path, root), "--quiet")
+    assert code == 2, (out, err)
+    assert "data.root/train and data.root/test" in err
+    assert "pass split=None" not in err
+
+
+def test_embedded_data_can_be_made_more_long_tailed_as_documented():
+    # docs/datasets.md: "It can be made more long-tailed still (data.imbalance_ratio=200)"
+    data = build_datasets(load_config(None, ["data.imbalance_ratio=200"]).data)
+    assert data.class_counts[0] == 600 and min(data.class_counts) >= 1
+    assert data.class_counts[0] / data.class_counts[-1] == pytest.approx(200, rel=0.2)
+
+
+# ----------------------------------------------------------------------------- issue 17, item 5: classes by name
+def test_test_classes_with_other_names_are_refused_not_mislabelled(tmp_path, lttk_main):
+    root = make_image_folder(tmp_path / "data", {"train": ["cat", "dog"], "test": ["bird", "dog"]})
+    code, out, err = lttk_main("train", *folder_overrides(tmp_path, root), "--quiet")
+    assert code == 2, (out, err)
+    assert "['bird'] not among the training classes" in err and "matched by name" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_eval_on_data_with_other_class_names_is_refused(tmp_path, lttk_main):
+    root = make_image_folder(tmp_path / "data", {"train": ["cat", "dog"], "test": ["cat", "dog"]})
+    code, out, err = lttk_main("train", *folder_overrides(tmp_path, root), "--quiet")
+    assert code == 0, (out, err)
+    other = make_image_folder(tmp_path / "other", {"train": ["bird", "dog"], "test": ["bird", "dog"]})
+    code, out, err = lttk_main("eval", tmp_path / "runs" / "run" / "last.pt", f"data.root={other}", "--device", "cpu")
+    assert code == 2, (out, err)
+    assert "['bird'] not among the training classes, and ['cat'] missing" in err
