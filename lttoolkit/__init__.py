@@ -40,6 +40,8 @@ _LAZY: dict[str, str] = {
     "SingleBranchModel": "lttoolkit.methods.single_branch",
     "create_backbone": "lttoolkit.backbones",
     "find_last_block": "lttoolkit.methods.bilateral",
+    "Classifier": "lttoolkit.inference",
+    "export_checkpoint": "lttoolkit.export",
     "bbn_logits": "lttoolkit.methods.bilateral",
     "bbn_loss": "lttoolkit.methods.bilateral",
     "load_official_bbn": "lttoolkit.methods.bbn_official",
@@ -58,6 +60,8 @@ __all__ = [
     "SingleBranchModel",
     "create_backbone",
     "find_last_block",
+    "Classifier",
+    "export_checkpoint",
     "bbn_logits",
     "bbn_loss",
     "load_official_bbn",
@@ -75,6 +79,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from lttoolkit import errors
     from lttoolkit.backbones import create_backbone
     from lttoolkit._build import build
+    from lttoolkit.export import export_checkpoint
+    from lttoolkit.inference import Classifier
     from lttoolkit.methods.bbn_official import convert_official_bbn, load_official_bbn
     from lttoolkit.methods.bilateral import BilateralWrapper, bbn_logits, bbn_loss, find_last_block
     from lttoolkit.methods.single_branch import SingleBranchModel

@@ -22,6 +22,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("lttoolkit.cli.train", "evaluate a checkpoint: top-1/top-5, many/medium/few-shot, per class"),
     "predict": ("lttoolkit.cli.train", "top-k classes for image files with a trained checkpoint"),
     "analyze": ("lttoolkit.cli.train", "per-class classifier weight norms of a checkpoint (BBN paper, Fig. 5)"),
+    "export": ("lttoolkit.cli.export", "export a checkpoint for deployment (torch.export, ONNX, safetensors), checked"),
     "convert-bbn": ("lttoolkit.cli.convert", "an official BBN checkpoint (megvii-research/BBN) as an lttoolkit one"),
     "plugins": ("lttoolkit.cli.plugins", "installed plugins: versions, what each registers, failures"),
     "plugin": ("lttoolkit.cli.plugins", "plugin tools: `lttk plugin new NAME` writes a package skeleton"),

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.set_defaults(run=run_analyze)
     elif name == "predict":
         parser.add_argument("checkpoint", help="best.pt or last.pt of a run")
-        parser.add_argument("images", nargs="+", help="image files")
+        parser.add_argument("images", nargs="+", help="image files, folders (their images) or glob patterns")
         parser.add_argument("--topk", type=_positive_int, default=5, help="how many classes per image (at least 1)")
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(run=run_predict)

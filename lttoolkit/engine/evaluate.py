@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lttoolkit.engine.checkpoint import load_checkpoint
-from lttoolkit.engine.config import RunConfig, load_config
+from lttoolkit.engine.config import load_config
 from lttoolkit.errors import ConfigError
 from lttoolkit.recipe import Recipe
 
@@ -119,56 +119,21 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *
     return results
 
 
-@torch.no_grad()
 def predict(checkpoint: str | Path, images: Sequence[str | Path], *, topk: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each image file.
+    """Top-k classes with probabilities for each image file, folder (its images) or glob pattern.
 
-    An image that cannot be read (missing, corrupt, larger than PIL's decompression-bomb limit
-    ``PIL.Image.MAX_IMAGE_PIXELS``) gets ``{"image": path, "error": reason}`` in place of
-    ``"top"``; the other images are still predicted.
+    A thin layer over :class:`lttoolkit.Classifier`, with the checkpoint's own evaluation
+    preprocessing. An image that cannot be read (missing, corrupt, larger than PIL's
+    decompression-bomb limit ``PIL.Image.MAX_IMAGE_PIXELS``) gets ``{"image": path, "error":
+    reason}`` in place of ``"top"``; the other images are still predicted.
 
     Raises:
         ConfigError: ``topk`` is below 1.
+        DataError: a folder or pattern matches no image.
     """
-    import warnings
+    from lttoolkit.inference import Classifier, expand_image_paths
 
-    from PIL import Image
-
-    from lttoolkit.data.transforms import build_transforms
-    from lttoolkit.engine.datasets import transform_family
-
-    model, state = load_model(checkpoint, device=device)
-    cfg = RunConfig.model_validate(state["config"])
-    classes: list[str] = state.get("classes") or [str(i) for i in range(model.recipe.num_classes)]
-    channels, height, width = state.get("input_size", [model.recipe.in_chans, 32, 32])
-    family = transform_family(cfg.data)
-    transform = build_transforms(family, train=False, in_chans=channels, image_size=cfg.data.image_size)
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
         raise ConfigError(f"topk={topk!r}: ask for at least 1 class per image (e.g. --topk 5)")
-    k = min(topk, len(classes))
-    out: list[dict[str, Any]] = []
-    for path in images:
-        try:
-            with warnings.catch_warnings():
-                # Above MAX_IMAGE_PIXELS PIL only warns (and refuses at twice that): refuse both, with the image's name.
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as img:
-                    img = img.convert("L" if channels == 1 else "RGB")
-                    if family != "imagenet":
-                        img = img.resize((width, height))
-                    tensor = transform(img).unsqueeze(0).to(device)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            out.append({"image": str(path), "error": (
-                f"refused: {exc} (PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS}, a guard against decompression "
-                f"bombs); downscale the image first, or raise the limit in Python if you trust it")})
-            continue
-        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises SyntaxError for some broken headers
-            out.append({"image": str(path), "error": f"cannot read the image: {exc}"})
-            continue
-        probs = model(tensor).softmax(dim=1)[0]
-        values, indices = probs.topk(k)
-        out.append({
-            "image": str(path),
-            "top": [{"class": classes[i], "index": int(i), "probability": float(v)} for v, i in zip(values, indices)],
-        })
-    return out
+    clf = Classifier.from_checkpoint(checkpoint, device=device, topk=topk)
+    return [p.to_dict() for p in clf.predict(expand_image_paths(images), on_error="report")]

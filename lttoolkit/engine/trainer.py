@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from lttoolkit._version import __version__
 from lttoolkit._build import build
+from lttoolkit.data.preprocessing import eval_preprocessing
 from lttoolkit.engine import distributed
 from lttoolkit.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from lttoolkit.engine.config import RunConfig, config_to_yaml, load_config
@@ -314,6 +315,9 @@ class Trainer:
             "classes": list(self.data.classes),
             "class_counts": list(self.data.class_counts),
             "input_size": list(self.data.input_size),
+            # How the test split was prepared, for inference and export (timm pretrained_cfg terms).
+            "preprocessing": eval_preprocessing(self.data.family, in_chans=self.data.in_chans,
+                                                image_size=self.data.input_size[1]),
             "best": dict(self.best),
         }
 

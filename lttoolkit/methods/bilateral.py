@@ -321,8 +321,9 @@ class BilateralWrapper(nn.Module):
                 f"on the whole batch; pass split_at= the last block of the last stage, e.g. one of: "
                 f"{_candidate_paths(self.backbone)}"
             )
-        f_c, f_r = features.chunk(2, dim=0)
-        return f_c, f_r
+        # Slices, not chunk(): torch.export keeps the batch size dynamic through them.
+        batch = x.shape[0]
+        return features[:batch], features[batch:]
 
     def branch_features(self, x_c: Tensor, x_r: Tensor) -> tuple[Tensor, Tensor]:
         """Training features: ``x_c`` through the conventional branch, then ``x_r`` through the
