@@ -203,3 +203,28 @@ def test_export_cli_says_what_it_checked_and_never_overwrites(bbn_run: Path, tmp
                             "-o", str(out)], capture_output=True, text=True)
     assert again.returncode == 2 and "already exists" in " ".join(again.stderr.split())
     assert load_safetensors(out)[1]["format"] == "lttoolkit-export-1"
+
+
+# ---------------------------------------------------------------------------- plugins_required
+def test_a_run_that_needs_a_missing_plugin_fails_at_once(tmp_path: Path) -> None:
+    from lttoolkit.errors import PluginLoadError
+
+    with pytest.raises(PluginLoadError, match="pip install lttk-not-installed-xyz"):
+        train(overrides=["plugins_required=[lttk-not-installed-xyz]", f"output_dir={tmp_path}"], progress=False)
+    assert not any(tmp_path.iterdir()), "nothing may be written before the check"
+    done = subprocess.run([sys.executable, "-m", "lttoolkit", "train", "plugins_required=[lttk-not-installed-xyz]",
+                           f"output_dir={tmp_path}"], capture_output=True, text=True)
+    assert done.returncode == 2 and "pip install lttk-not-installed-xyz" in " ".join(done.stderr.split())
+
+
+def test_a_checkpoint_that_needs_a_missing_plugin_names_it(bbn_run: Path, tmp_path: Path) -> None:
+    from lttoolkit.errors import PluginLoadError
+
+    state = load_checkpoint(bbn_run)
+    state["config"]["plugins_required"] = ["lttk-not-installed-xyz"]
+    path = save_checkpoint(state, tmp_path / "needs.pt")
+    with pytest.raises(PluginLoadError, match="needs.pt .plugins_required. needs the plugin distribution "
+                                              "lttk-not-installed-xyz"):
+        Classifier.from_checkpoint(path)
+    state["config"]["plugins_required"] = ["lttoolkit"]  # installed: loads
+    assert Classifier.from_checkpoint(save_checkpoint(state, tmp_path / "ok.pt")).classes

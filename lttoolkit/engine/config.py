@@ -145,6 +145,11 @@ class RunConfig(_Strict):
         None, description="run folder name under output_dir, one folder name (default: method-dataset-time-random)"
     )
     plugins: list[str] = Field(default_factory=list, description="modules imported first (lttoolkit.load_plugin)")
+    plugins_required: list[str] = Field(
+        default_factory=list,
+        description="plugin distributions the run needs installed (e.g. lttk-extra-losses); checked first, "
+                    "nothing is imported",
+    )
     init_from: str | None = Field(
         None, description="start from this checkpoint's weights (decoupling stage 2: model.type=crt/lws/tau_norm)"
     )

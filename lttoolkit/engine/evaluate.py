@@ -29,6 +29,10 @@ def load_model(checkpoint: str | Path | dict[str, Any], *, device: str | torch.d
     state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     require_run_checkpoint(state, checkpoint)
     recipe = Recipe.model_validate(state["recipe"])
+    from lttoolkit.registry import require_distributions
+
+    required = (state.get("config") or {}).get("plugins_required") or []
+    require_distributions([str(name) for name in required], what=f"{_describe_source(checkpoint)} (plugins_required)")
     require_components(recipe, state, checkpoint)
     # The checkpoint holds every weight: never fetch pretrained ones (works offline), but keep
     # the recipe as trained, so the model still says it started from pretrained weights.

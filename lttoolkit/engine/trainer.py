@@ -43,7 +43,7 @@ from lttoolkit.engine.optim import build_optimizer, build_lr_scheduler
 from lttoolkit.engine.progress import TrainingProgress, format_metric, results_table
 from lttoolkit.errors import ConfigError, LTToolkitError, ResumeMismatchError, RunExistsError, RunWriteError
 from lttoolkit.recipe import Recipe
-from lttoolkit.registry import LOSSES, SAMPLERS, load_plugin
+from lttoolkit.registry import LOSSES, SAMPLERS, load_plugin, require_distributions
 
 __all__ = ["Trainer", "train", "evaluate_model", "NonFiniteLossError", "seed_everything", "resolve_device",
            "quickstart_config_path"]
@@ -189,6 +189,8 @@ class Trainer:
     def __init__(self, cfg: RunConfig, *, run_dir: str | Path | None = None, resume: bool = False,
                  progress: bool = True, overwrite: bool = False) -> None:
         self.cfg = cfg
+        # Before any work: a plugin the run needs but this machine lacks is named with its pip install.
+        require_distributions(cfg.plugins_required, what="this run (plugins_required)")
         self.dist = distributed.current()
         self.overwrite = overwrite
         self.resumed = resume

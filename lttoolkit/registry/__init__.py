@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from lttoolkit.registry._builtins import BUILTINS
-from lttoolkit.registry._plugins import DISABLE_ENV, iter_entry_points, load_plugin, plugins_disabled
+from lttoolkit.registry._plugins import (
+    DISABLE_ENV,
+    iter_entry_points,
+    load_plugin,
+    plugins_disabled,
+    require_distributions,
+)
 from lttoolkit.registry._registry import (
     BUILTIN,
     Entry,
@@ -34,6 +40,7 @@ __all__ = [
     "load_plugin",
     "plugins_disabled",
     "iter_entry_points",
+    "require_distributions",
     "registration_source",
     "split_spec",
     "check_options",

@@ -19,7 +19,8 @@ from lttoolkit.registry._registry import Entry, registration_source
 if TYPE_CHECKING:
     from lttoolkit.registry._registry import Registry
 
-__all__ = ["plugins_disabled", "discover_into", "load_plugin", "iter_entry_points", "DISABLE_ENV"]
+__all__ = ["plugins_disabled", "discover_into", "load_plugin", "iter_entry_points", "require_distributions",
+           "DISABLE_ENV"]
 
 DISABLE_ENV = "LTTK_DISABLE_PLUGINS"
 
@@ -27,6 +28,38 @@ DISABLE_ENV = "LTTK_DISABLE_PLUGINS"
 def plugins_disabled() -> bool:
     """True when ``LTTK_DISABLE_PLUGINS`` is set to a true value (1, true, yes, on)."""
     return os.environ.get(DISABLE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def require_distributions(names: Iterable[str], *, what: str = "this run") -> None:
+    """Check that the plugin distributions ``names`` are installed, importing nothing.
+
+    For a config's ``plugins_required`` (e.g. ``[lttk-extra-losses]``): a run, or a checkpoint
+    of one, that needs a plugin fails at once with the ``pip install`` to run, instead of
+    failing later on an unknown component.
+
+    Raises:
+        PluginLoadError: a distribution is not installed.
+
+    >>> require_distributions(["lttoolkit"])
+    >>> require_distributions(["lttk-not-a-plugin"], what="the config")
+    Traceback (most recent call last):
+    ...
+    lttoolkit.errors.PluginLoadError: the config needs the plugin distribution lttk-not-a-plugin, which is not installed: pip install lttk-not-a-plugin (its components then register by themselves)
+    """
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    missing = []
+    for name in names:
+        try:
+            distribution(name)
+        except PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        raise PluginLoadError(
+            f"{what} needs the plugin distribution{plural} {', '.join(missing)}, which {'are' if plural else 'is'} "
+            f"not installed: pip install {' '.join(missing)} (its components then register by themselves)"
+        )
 
 
 def iter_entry_points(group: str) -> list[EntryPoint]:
