@@ -68,12 +68,20 @@ DESCRIPTION = ("top-1 and many/medium/few-shot accuracy of BBN and eight long-ta
 
 # Run order inside one (IR, order, seed) block: the headline pair first, then the stage-2
 # methods that need only the ce run (cheap), then the other single-branch methods.
-METHODS = ("ce", "bbn", "tau_norm", "crt", "rs", "rw", "ldam_drw", "balanced_softmax", "logit_adjust")
-STAGE1_OF = {"crt": "ce", "tau_norm": "ce"}
+METHODS = ("ce", "bbn", "tau_norm", "crt", "lws", "rs", "rw", "drw", "ldam_drw", "cb_focal", "balanced_softmax",
+           "logit_adjust")
+STAGE1_OF = {"crt": "ce", "lws": "ce", "tau_norm": "ce"}
+# Methods of the first (short-budget) grid; the default selection when --methods is not given.
+SHORT_METHODS = ("ce", "bbn", "tau_norm", "crt", "rs", "rw", "ldam_drw", "balanced_softmax", "logit_adjust")
+# Row order of the report tables.
+REPORT_ORDER = ("ce", "rs", "rw", "drw", "ldam_drw", "cb_focal", "balanced_softmax", "logit_adjust", "crt", "lws",
+                "tau_norm", "bbn")
+# Stage-2 methods that re-train the classifier for --crt-epochs (cosine, no warm-up).
+CLASSIFIER_RETRAINING = ("crt", "lws")
 # Cost of one epoch relative to ce on the same data, for runs without a history of their own:
 # bbn feeds two streams through the network; cRT trains only the classifier; tau-norm scores
 # the validation split once per tau of its grid (21) and the test split once.
-COST_UNITS = {"bbn": 2.0, "crt": 0.45, "tau_norm": 0.6}
+COST_UNITS = {"bbn": 2.0, "crt": 0.45, "lws": 0.45, "tau_norm": 0.6}
 # Checkpoints kept after a run finishes: ce feeds the stage-2 runs; ce, rs, rw and bbn are
 # the classifiers of BBN's weight-norm figure (Zhou et al. 2020, Fig. 5).
 KEEP_LAST = {"ce", "rs", "rw", "bbn"}
@@ -128,15 +136,15 @@ def run_overrides(key: RunKey, args: Any, run_dir: Path, stage1_dir: Path | None
         data.append(f"data.n_max={args.n_max}")
     epochs = args.epochs
     optim = ["optim.lr=0.1", "optim.momentum=0.9", "optim.weight_decay=2e-4"]
-    if key.method == "crt":
+    if key.method in CLASSIFIER_RETRAINING:
         epochs = args.crt_epochs
         optim += ["optim.schedule=cosine", "optim.warmup_epochs=0"]
     elif key.method == "tau_norm":
         epochs = 1  # nothing is trained; the trainer still counts one (empty) epoch
         optim += ["optim.warmup_epochs=0"]
     else:
-        optim += ["optim.schedule=multistep", f"optim.warmup_epochs={min(2, epochs - 1)}",
-                  f"optim.milestones={milestones(epochs)}", "optim.gamma=0.1"]
+        optim += ["optim.schedule=multistep", f"optim.warmup_epochs={min(args.warmup_epochs, epochs - 1)}",
+                  f"optim.milestones={milestones(epochs)}", f"optim.gamma={args.gamma:g}"]
     train = [f"train.epochs={epochs}", f"train.device={args.device}",
              f"train.eval_every={max(1, min(args.eval_every, epochs))}"]
     if quick:
@@ -159,6 +167,8 @@ def train_images(ratio: float, n_max: int | None, quick: bool) -> float:
 def budget_dir(args: Any) -> Path:
     """Runs of one budget live together; another budget never resumes or mixes with them."""
     tag = "quick" if args.quick else f"epochs{args.epochs}-nmax{args.n_max}"
+    if not args.quick and (args.warmup_epochs, args.gamma) != (2, 0.1):  # the first grid's schedule has no suffix
+        tag += f"-warmup{args.warmup_epochs}-gamma{args.gamma:g}"
     return args.out_dir / tag
 
 
@@ -176,7 +186,7 @@ def epochs_done(run_dir: Path) -> int:
 
 
 def planned_epochs(key: RunKey, args: Any) -> int:
-    return {"crt": args.crt_epochs, "tau_norm": 1}.get(key.method, args.epochs)
+    return {"crt": args.crt_epochs, "lws": args.crt_epochs, "tau_norm": 1}.get(key.method, args.epochs)
 
 
 def wall_history(root: Path, args: Any) -> dict[str, list[float]]:
@@ -240,26 +250,41 @@ def run_one(key: RunKey, args: Any, root: Path, deadline: float | None) -> str:
     env = dict(os.environ)
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and run_dir.exists():
+        # A run that stopped before its first checkpoint cannot be resumed, and lttk train never
+        # starts in a folder that holds files: keep the remains aside and start again.
+        aside = root / ".failed" / f"{key.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.rename(aside)
     eta = f", ~{estimate / 60:.1f} min" if estimate is not None else ""
     _common.print_note(f"[{time.strftime('%H:%M:%S')}] {'resume' if resume else 'start'} {key.name} "
                        f"({remaining} epoch(s){eta})")
+    # The log is written beside the run folder while it runs (lttk train creates the folder
+    # itself and refuses one that already holds files), then appended to its train.log.
+    pending_log = root / ".logs" / f"{key.name}.log"
+    pending_log.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    with open(run_dir / "train.log", "a", encoding="utf-8") as log:
+    with open(pending_log, "w", encoding="utf-8") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
         proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=_common.REPO_ROOT)
     wall = time.time() - started
+    if run_dir.is_dir():
+        with open(run_dir / "train.log", "a", encoding="utf-8") as log:
+            log.write(pending_log.read_text(encoding="utf-8"))
+        pending_log.unlink()
     after = epochs_done(run_dir)
     if key.method == "tau_norm" and proc.returncode == 0:
         before, after = 0, 1
     entry = {"method": key.method, "started": started, "wall_s": round(wall, 2), "epochs_before": before,
              "epochs_after": after, "returncode": proc.returncode,
              "train_images": train_images(key.ratio, args.n_max, args.quick), "threads": args.threads}
-    with open(run_dir / "wall.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
+    if run_dir.is_dir():
+        with open(run_dir / "wall.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
     if proc.returncode != 0:
-        _common.print_note(f"  {key.name} FAILED (exit {proc.returncode}); see {run_dir / 'train.log'}")
+        where = run_dir / "train.log" if run_dir.is_dir() else pending_log
+        _common.print_note(f"  {key.name} FAILED (exit {proc.returncode}); see {where}")
         return f"failed (exit {proc.returncode})"
     if not args.keep_checkpoints:
         (run_dir / "best.pt").unlink(missing_ok=True)  # selected on validation; never reported here
@@ -336,8 +361,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             stats = mean_std(r[metric] for r in members)
             row[f"{metric}_mean"], row[f"{metric}_std"] = stats["mean"], stats["std"]
         rows.append(row)
-    rank = {m: i for i, m in enumerate(("ce", "rs", "rw", "ldam_drw", "balanced_softmax", "logit_adjust", "crt",
-                                        "tau_norm", "bbn"))}
+    rank = {m: i for i, m in enumerate(REPORT_ORDER)}
     return sorted(rows, key=lambda r: (-r["imbalance_ratio"], ORDERS.index(r["order"]), rank.get(r["method"], 99)))
 
 
@@ -422,8 +446,7 @@ def faithfulness(runs: list[dict[str, Any]], root: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the report
 def markdown(rows: list[dict[str, Any]], checks: dict[str, Any], settings: dict[str, Any]) -> str:
     by = {(r["method"], r["imbalance_ratio"], r["order"]): r for r in rows}
-    methods = [m for m in ("ce", "rs", "rw", "ldam_drw", "balanced_softmax", "logit_adjust", "crt", "tau_norm", "bbn")
-               if any(k[0] == m for k in by)]
+    methods = [m for m in REPORT_ORDER if any(k[0] == m for k in by)]
     ratios = sorted({k[1] for k in by}, reverse=True)
     columns = [(ir, order) for ir in ratios for order in ORDERS if any(k[1:] == (ir, order) for k in by)]
     if not rows:
@@ -610,7 +633,12 @@ def parse_args(argv: list[str] | None = None) -> Any:
     parser.add_argument("--crt-epochs", type=int, default=None, help="cRT epochs (default max(2, round(E*10/90)))")
     parser.add_argument("--eval-every", type=int, default=5, help="test/validation every N epochs and the last "
                         "(default 5; evaluation of the 10,000 test images costs about a fifth of a ce epoch)")
-    parser.add_argument("--methods", type=_csv(str, METHODS), default=list(METHODS))
+    parser.add_argument("--warmup-epochs", type=int, default=2, help="linear lr warm-up epochs (default 2; the "
+                        "converged protocol and BBN's recipe: 5)")
+    parser.add_argument("--gamma", type=float, default=0.1, help="lr factor at each milestone (default 0.1; BBN's "
+                        "CIFAR recipe and the converged protocol: 0.01)")
+    parser.add_argument("--methods", type=_csv(str, METHODS), default=list(SHORT_METHODS),
+                        help=f"comma-separated, from {', '.join(METHODS)} (default: the first grid's nine)")
     parser.add_argument("--seeds", type=_csv(int), default=[0, 1, 2])
     parser.add_argument("--ratios", type=_csv(float), default=[100.0, 10.0])
     parser.add_argument("--orders", type=_csv(str, ORDERS), default=list(ORDERS))
@@ -645,15 +673,16 @@ def main(argv: list[str] | None = None) -> int:
     report = _common.Report(NAME, DESCRIPTION, args)
     root = budget_dir(args)
     budget = (f"{args.epochs} epochs, n_max {args.n_max} (training set = 90% of the long-tailed set; 10% per class "
-              f"held out for validation), batch 128, SGD lr 0.1 momentum 0.9 wd 2e-4, warm-up 2 epochs, lr x0.1 at "
-              f"epochs {milestones(args.epochs)}; cRT {args.crt_epochs} epochs (cosine, class-balanced); "
+              f"held out for validation), batch 128, SGD lr 0.1 momentum 0.9 wd 2e-4, warm-up {args.warmup_epochs} "
+              f"epochs, lr x{args.gamma:g} at epochs {milestones(args.epochs)}; cRT / LWS {args.crt_epochs} epochs "
+              f"(cosine, class-balanced); "
               f"resnet32_cifar, 1 channel; test numbers from the last epoch")
     if args.quick:
         budget = "quick smoke run on the embedded data: 1 epoch of 2 steps (numbers mean nothing)"
     report.settings.update({
         "budget": budget, "dataset": "embedded" if args.quick else "fashion_mnist", "epochs": args.epochs,
-        "n_max": args.n_max, "crt_epochs": args.crt_epochs, "milestones": milestones(args.epochs), "gamma": 0.1,
-        "warmup_epochs": 2, "lr": 0.1, "weight_decay": 2e-4, "batch_size": 128, "val_fraction": VAL_FRACTION,
+        "n_max": args.n_max, "crt_epochs": args.crt_epochs, "milestones": milestones(args.epochs), "gamma": args.gamma,
+        "warmup_epochs": args.warmup_epochs, "lr": 0.1, "weight_decay": 2e-4, "batch_size": 128, "val_fraction": VAL_FRACTION,
         "eval_every": args.eval_every, "backbone": "resnet32_cifar", "in_chans": 1, "methods": args.methods,
         "seeds": args.seeds, "ratios": args.ratios, "orders": args.orders, "max_minutes": args.max_minutes,
         "threads": args.threads, "runs_dir": str(root),
