@@ -117,6 +117,14 @@ def test_focal_matches_hand_value():
     assert loss(*_tensors()).item() == pytest.approx(sum(per_sample) / 2, rel=1e-10)
 
 
+def test_focal_unweighted_equals_ldam_drw_formula():
+    # kaidic/LDAM-DRW losses.py: ce = F.cross_entropy(reduction="none"); p = exp(-ce); mean((1 - p)^gamma * ce)
+    gamma = 1.5
+    ce = [_ce(row, t) for row, t in zip(LOGITS, TARGETS)]
+    expected = sum((1 - math.exp(-c)) ** gamma * c for c in ce) / len(ce)
+    assert FocalLoss(COUNTS, gamma=gamma)(*_tensors()).item() == pytest.approx(expected, rel=1e-10)
+
+
 def test_class_balanced_softmax_and_focal_match_hand_values():
     beta, gamma = 0.99, 1.5
     weights = _normalise([(1 - beta) / (1 - beta**n) for n in COUNTS])
