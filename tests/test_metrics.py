@@ -24,8 +24,8 @@ LOGITS = torch.tensor(
 TARGETS = torch.tensor([0, 0, 1, 1, 1])
 
 
-def hand_example(topk=(1, 2, 5)) -> MetricAccumulator:
-    accumulator = MetricAccumulator(num_classes=3, topk=topk)
+def hand_example(topk=(1, 2, 5), confusion_matrix=True) -> MetricAccumulator:
+    accumulator = MetricAccumulator(num_classes=3, topk=topk, confusion_matrix=confusion_matrix)
     accumulator.update(LOGITS, TARGETS)
     return accumulator
 
@@ -33,6 +33,7 @@ def hand_example(topk=(1, 2, 5)) -> MetricAccumulator:
 def test_hand_computed_confusion_and_accuracies():
     result = hand_example().compute(train_class_counts=[150, 50, 5])
     assert result["confusion_matrix"] == [[1, 1, 0], [2, 1, 0], [0, 0, 0]]
+    assert result["per_class_correct"] == [1, 1, 0] and result["per_class_total"] == [2, 3, 0]
     assert result["num_samples"] == 5
     assert result["top1"] == pytest.approx(40.0)
     assert result["top2"] == pytest.approx(60.0)
@@ -80,9 +81,10 @@ def test_top1_agrees_with_confusion_when_logits_tie():
     torch.manual_seed(0)
     logits = torch.randint(0, 2, (64, 6)).float()  # many ties
     targets = torch.randint(0, 6, (64,))
-    accumulator = MetricAccumulator(num_classes=6, topk=(1, 3))
+    accumulator = MetricAccumulator(num_classes=6, topk=(1, 3), confusion_matrix=True)
     accumulator.update(logits, targets)
     result = accumulator.compute()
+    assert result["per_class_correct"] == [result["confusion_matrix"][c][c] for c in range(6)]
     trace = sum(result["confusion_matrix"][c][c] for c in range(6))
     assert result["top1"] == pytest.approx(100.0 * trace / 64)
 
@@ -91,7 +93,7 @@ def test_matches_reference_loop_on_random_batches():
     torch.manual_seed(1)
     num_classes, batches = 7, [torch.randn(n, 7) for n in (5, 11, 1)]
     target_batches = [torch.randint(0, num_classes, (len(b),)) for b in batches]
-    accumulator = MetricAccumulator(num_classes, topk=(1, 3))
+    accumulator = MetricAccumulator(num_classes, topk=(1, 3), confusion_matrix=True)
     for logits, targets in zip(batches, target_batches):
         accumulator.update(logits, targets)
     result = accumulator.compute()
@@ -104,6 +106,8 @@ def test_matches_reference_loop_on_random_batches():
             expected[target][order[0]] += 1
             top3 += target in order[:3]
     assert result["confusion_matrix"] == expected
+    assert result["per_class_correct"] == [expected[c][c] for c in range(num_classes)]
+    assert result["per_class_total"] == [sum(row) for row in expected]
     assert result["top3"] == pytest.approx(100.0 * top3 / 17)
 
 
@@ -122,15 +126,16 @@ def test_merge_equals_single_accumulator_on_concatenated_data():
 def test_summed_state_tensors_equal_single_process_counts():
     torch.manual_seed(3)
     logits, targets = torch.randn(30, 4), torch.randint(0, 4, (30,))
-    shards = [MetricAccumulator(4) for _ in range(3)]
+    shards = [MetricAccumulator(4, confusion_matrix=True) for _ in range(3)]
     for rank, shard in enumerate(shards):
         shard.update(logits[rank::3], targets[rank::3])
     # What an all_reduce(SUM) over three processes computes.
     states = [shard.state_tensors() for shard in shards]
     summed = {key: sum(state[key] for state in states) for key in states[0]}
     shards[0].load_state(summed)
-    whole = MetricAccumulator(4)
+    whole = MetricAccumulator(4, confusion_matrix=True)
     whole.update(logits, targets)
+    assert torch.equal(shards[0].state_tensors()["per_class_total"], whole.state_tensors()["per_class_total"])
     assert torch.equal(shards[0].state_tensors()["confusion"], whole.state_tensors()["confusion"])
     assert shards[0].compute() == whole.compute()
 
@@ -139,16 +144,22 @@ def test_state_tensors_are_copies():
     accumulator = hand_example()
     state = accumulator.state_tensors()
     state["confusion"].zero_()
+    state["per_class_total"].zero_()
     assert accumulator.num_samples == 5
+    assert accumulator.confusion_matrix().sum() == 5
 
 
 def test_merge_and_load_state_reject_mismatches():
     with pytest.raises(ValueError, match="num_classes"):
         MetricAccumulator(3).merge_(MetricAccumulator(4))
-    with pytest.raises(ValueError, match="confusion"):
+    with pytest.raises(ValueError, match="per_class_correct"):
         MetricAccumulator(3).load_state(
             {"confusion": torch.zeros(2, 2), "topk_correct": torch.zeros(2)}
         )
+    with pytest.raises(ValueError, match="confusion"):
+        MetricAccumulator(3, confusion_matrix=True).load_state(MetricAccumulator(3).state_tensors())
+    with pytest.raises(ValueError, match="confusion_matrix=True"):
+        MetricAccumulator(3).confusion_matrix()
 
 
 def test_empty_accumulator_reports_none_not_nan():
@@ -208,3 +219,26 @@ def test_shot_groups_reject_bad_arguments():
 def test_format_accuracy():
     assert format_accuracy(None) == "n/a"
     assert format_accuracy(12.3456, digits=1) == "12.3"
+
+
+def test_without_a_confusion_matrix_the_state_is_O_of_C():
+    # iNaturalist 2018: 8,142 classes. The default state is three small vectors; the
+    # confusion matrix (8,142^2 int64 = 506 MiB) is neither kept nor reported.
+    num_classes = 8142
+    accumulator = MetricAccumulator(num_classes)
+    generator = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        logits = torch.randn(64, num_classes, generator=generator)
+        targets = torch.randint(0, num_classes, (64,), generator=generator)
+        logits[:16, :] = -1.0
+        logits[torch.arange(16), targets[:16]] = 1.0  # 16 sure hits per batch
+        accumulator.update(logits, targets)
+    state = accumulator.state_tensors()
+    assert "confusion" not in state
+    assert sum(t.numel() * t.element_size() for t in state.values()) == (2 * num_classes + 2) * 8  # ~130 KB
+    result = accumulator.compute()
+    assert "confusion_matrix" not in result
+    assert result["num_samples"] == 192 and sum(result["per_class_total"]) == 192
+    assert sum(result["per_class_correct"]) >= 48
+    assert result["top1"] == pytest.approx(100.0 * sum(result["per_class_correct"]) / 192)
+    assert len(json.dumps(result)) < 400_000  # O(C) JSON, not a million-line matrix

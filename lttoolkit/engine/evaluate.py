@@ -90,7 +90,7 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *
 
     Returns:
         The same metrics as training reports (top-1/5, many/medium/few-shot,
-        per-class accuracy, confusion matrix), plus ``checkpoint`` and ``epoch``.
+        per-class accuracy and counts), plus ``checkpoint`` and ``epoch``.
     """
     from lttoolkit.engine.datasets import build_datasets
     from lttoolkit.engine.trainer import evaluate_model, resolve_device

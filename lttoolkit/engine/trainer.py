@@ -772,10 +772,10 @@ def _endless(loader: DataLoader) -> Iterator[Any]:
 def evaluate_model(model: nn.Module, dataset: Any, train_class_counts: Sequence[int], *,
                    device: torch.device | str = "cpu", batch_size: int = 256, num_workers: int = 0,
                    distributed_info: distributed.DistributedInfo | None = None) -> dict[str, Any]:
-    """Top-1/5, many/medium/few-shot, per-class accuracy and confusion matrix of ``model`` on ``dataset``.
+    """Top-1/5, many/medium/few-shot and per-class accuracy of ``model`` on ``dataset`` (O(C) state).
 
     With ``distributed_info`` of several processes, each evaluates the disjoint shard
-    ``rank::world_size`` and the confusion counts are summed over processes.
+    ``rank::world_size`` and the per-class counts are summed over processes.
     """
     model.eval()
     info = distributed_info or distributed.DistributedInfo()
