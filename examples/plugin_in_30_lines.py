@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="lttk-plugin-") as out:
         overrides = [
-            "plugins=[plugin_in_30_lines]",  # saved in config.yaml: lttk eval loads the plugin again
+            "plugins=[plugin_in_30_lines]",  # saved in config.yaml; lttk eval needs --plugin plugin_in_30_lines
             "model.schedule.type=sigmoid", "model.schedule.steepness=8.0",
             "model.loss.type=poly1", "model.loss.epsilon=2.0", "model.loss.reweight=sqrt_inverse",
             f"train.epochs={1 if args.fast else args.epochs}", "optim.warmup_epochs=0", f"output_dir={out}",
