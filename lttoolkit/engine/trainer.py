@@ -451,7 +451,11 @@ class Trainer:
         return "no epoch finished yet, so there is no checkpoint"
 
     def _resume_hint(self) -> str:
-        return f"{self._checkpoint_status()}; free some space, then continue with: lttk train --resume {self.run_dir}"
+        if (self.run_dir / "last.pt").is_file():
+            return (f"{self._checkpoint_status()}; free some space, then continue with: "
+                    f"lttk train --resume {self.run_dir}")
+        return (f"{self._checkpoint_status()}; free some space, then start again with --overwrite (which moves "
+                f"{self.run_dir} aside)")
 
     def _claim_run_dir(self) -> None:
         """Create the run folder of a new run exclusively: two runs never share one."""
@@ -479,7 +483,12 @@ class Trainer:
             if not self.resumed:
                 self._claim_run_dir()
                 # The resumed run keeps the config.yaml it started with: it is what the run is.
-                write_run_file(self.run_dir / "config.yaml", config_to_yaml(cfg), what="the run's config")
+                try:
+                    write_run_file(self.run_dir / "config.yaml", config_to_yaml(cfg), what="the run's config",
+                                   resume_hint="nothing was trained; free some space, then start again")
+                except RunWriteError:
+                    _release_run_dir(self.run_dir)  # ours and empty but for that file: the same command works again
+                    raise
             self._trim_metrics_log()
         last_test: dict[str, Any] | None = None
         calibration: dict[str, Any] | None = None
@@ -662,6 +671,15 @@ def claim_run_dir(run_dir: Path, *, overwrite: bool = False) -> Path | None:
         raise ConfigError(f"cannot create the run folder {run_dir}: {exc.strerror or exc}; "
                           f"choose another output_dir") from None
     return moved
+
+
+def _release_run_dir(run_dir: Path) -> None:
+    """Remove a run folder this run just claimed, if it holds nothing but its (unwritten) config.yaml."""
+    try:
+        (run_dir / "config.yaml").unlink(missing_ok=True)
+        run_dir.rmdir()  # fails, harmlessly, if anything else is in it
+    except OSError:
+        pass
 
 
 def write_run_file(path: Path, text: str, *, what: str, append: bool = False, resume_hint: str = "") -> None:
