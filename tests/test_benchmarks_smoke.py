@@ -40,6 +40,8 @@ ROW_KEYS = {
     "scaling": {"processes", "threads_per_process", "steps_per_s", "images_per_s", "efficiency"},
     "gpu_step": {"model", "phase", "bbn_ms", "plain_ms", "bbn_steps_per_s", "ratio", "status"},
     "reproduce": {"method", "imbalance_ratio", "order", "n", "top1_mean", "top1_std"},
+    "train_speed": {"variant", "method", "images_per_step", "images_per_second", "speedup_over_fp32_nchw"},
+    "gpu_check": {"part", "what", "value"},
 }
 EXTRA_ARGS: dict[str, list[str]] = {}
 
