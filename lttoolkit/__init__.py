@@ -6,7 +6,10 @@ Third-party packages add pieces through entry points.
 
 The public API is what ``__all__`` lists. Names are imported lazily (PEP 562)
 so that ``import lttoolkit`` and the CLI's listing commands stay fast: torch
-and timm are imported the first time something needs them.
+and timm are imported the first time something needs them. lttoolkit's CIFAR
+ResNets join timm's registry when :mod:`lttoolkit.backbones` is imported (any
+build does it): ``import lttoolkit.backbones`` before
+``timm.create_model("resnet32_cifar")``.
 
 >>> import lttoolkit
 >>> "bbn" in lttoolkit.METHODS
@@ -18,7 +21,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lttoolkit._timm_hook import install_timm_hook
 from lttoolkit._version import __version__
 from lttoolkit.registry import (
     ALL_REGISTRIES,
@@ -99,8 +101,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-# timm.create_model("resnet32_cifar") works once lttoolkit is imported, without
-# importing timm (and torch) here: registration runs when timm finishes importing.
-install_timm_hook()

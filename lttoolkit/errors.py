@@ -18,6 +18,7 @@ __all__ = [
     "BackboneSplitError",
     "PretrainedWeightsError",
     "ConfigError",
+    "ComponentSpecError",
     "DataError",
     "RunExistsError",
     "RunWriteError",
@@ -62,6 +63,10 @@ class PretrainedWeightsError(LTToolkitError, RuntimeError):
 
 class ConfigError(LTToolkitError, ValueError):
     """A configuration is invalid; the message names the field and the reason."""
+
+
+class ComponentSpecError(ConfigError, TypeError):
+    """A component spec is neither a name nor a ``{"type": name, ...}`` dict; the message shows the form."""
 
 
 class DataError(LTToolkitError, ValueError):

@@ -30,13 +30,14 @@ import torch
 from torch import nn
 
 from lttoolkit.errors import ConfigError, LTToolkitError
+from lttoolkit.inference import META_KEY as _META_KEY
+from lttoolkit.inference import Classifier, load_safetensors
 
 __all__ = ["export_checkpoint", "load_safetensors", "ExportResult", "ExportError", "FORMATS", "TOLERANCE"]
 
 FORMATS = ("pt2", "onnx", "safetensors")
 #: Largest |logit difference| accepted between an exported program and the eager model (float32).
 TOLERANCE = {"pt2": 1e-4, "onnx": 1e-4, "safetensors": 0.0}
-_META_KEY = "lttoolkit"
 
 
 class ExportError(LTToolkitError):
@@ -131,34 +132,6 @@ def _importable(name: str) -> bool:
     return find_spec(name) is not None
 
 
-def load_safetensors(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from an lttoolkit ``.safetensors`` export: ``(model in eval mode, metadata)``.
-
-    The metadata (recipe, classes, preprocessing) is JSON; the recipe names registered
-    components only, and nothing from the file is imported or run.
-
-    Raises:
-        ConfigError: the file is not an lttoolkit export, or names a component that is not
-            registered (load the plugin that provides it first).
-    """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from lttoolkit.recipe import Recipe
-
-    with safe_open(os.fspath(path), framework="pt") as handle:
-        raw = (handle.metadata() or {}).get(_META_KEY)
-    if raw is None:
-        raise ConfigError(f"{path} has no lttoolkit metadata; it was not written by `lttk export --format safetensors`")
-    meta = json.loads(raw)
-    recipe = Recipe.model_validate(meta["recipe"])
-    offline = {"pretrained": False} if recipe.options.get("pretrained") else {}
-    model = recipe.rebuild(**offline)
-    model.load_state_dict(load_file(os.fspath(path)))
-    model.recipe = recipe
-    return model.eval(), meta
-
-
 def export_checkpoint(
     checkpoint: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -179,8 +152,6 @@ def export_checkpoint(
         ExportError: the export failed, or its logits differ from the eager model's by more than
             :data:`TOLERANCE`.
     """
-    from lttoolkit.inference import Classifier
-
     if format not in FORMATS:
         raise ConfigError(f"export format {format!r} is not one of {', '.join(FORMATS)}")
     target = Path(output)

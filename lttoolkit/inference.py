@@ -19,6 +19,7 @@ model's input size), as timm models take it. A list is predicted in batches.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -30,7 +31,10 @@ from torch import nn
 
 from lttoolkit.errors import ConfigError, DataError
 
-__all__ = ["Classifier", "Prediction", "expand_image_paths", "IMAGE_SUFFIXES"]
+__all__ = ["Classifier", "Prediction", "predict", "expand_image_paths", "load_safetensors", "IMAGE_SUFFIXES", "META_KEY"]
+
+#: The metadata key under which ``lttk export`` stores the recipe, classes and preprocessing.
+META_KEY = "lttoolkit"
 
 #: File suffixes ``expand_image_paths`` takes from a folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -179,8 +183,6 @@ class Classifier:
         fetches pretrained weights.
         """
         if Path(path).suffix == ".safetensors":
-            from lttoolkit.export import load_safetensors
-
             model, meta = load_safetensors(path)
             return cls(model, classes=meta["classes"], preprocessing=meta["preprocessing"], device=device,
                        topk=topk, batch_size=batch_size)
@@ -297,3 +299,49 @@ def checkpoint_preprocessing(state: Mapping[str, Any]) -> dict[str, Any]:
     channels = int((state.get("input_size") or [state["recipe"].get("in_chans", 3)])[0])
     size = cfg.data.image_size or (state.get("input_size") or [None, None])[1]
     return eval_preprocessing(transform_family(cfg.data), in_chans=channels, image_size=size)
+
+
+def predict(checkpoint: str | Path, images: Sequence[str | Path], *, topk: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each image file, folder (its images) or glob pattern.
+
+    A thin layer over :class:`lttoolkit.Classifier`, with the checkpoint's own evaluation
+    preprocessing. An image that cannot be read (missing, corrupt, larger than PIL's
+    decompression-bomb limit ``PIL.Image.MAX_IMAGE_PIXELS``) gets ``{"image": path, "error":
+    reason}`` in place of ``"top"``; the other images are still predicted.
+
+    Raises:
+        ConfigError: ``topk`` is below 1.
+        DataError: a folder or pattern matches no image.
+    """
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise ConfigError(f"topk={topk!r}: ask for at least 1 class per image (e.g. --topk 5)")
+    clf = Classifier.from_checkpoint(checkpoint, device=device, topk=topk)
+    return [p.to_dict() for p in clf.predict(expand_image_paths(images), on_error="report")]
+
+
+def load_safetensors(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from an lttoolkit ``.safetensors`` export: ``(model in eval mode, metadata)``.
+
+    The metadata (recipe, classes, preprocessing) is JSON; the recipe names registered
+    components only, and nothing from the file is imported or run.
+
+    Raises:
+        ConfigError: the file is not an lttoolkit export, or names a component that is not
+            registered (load the plugin that provides it first).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from lttoolkit.recipe import Recipe
+
+    with safe_open(os.fspath(path), framework="pt") as handle:
+        raw = (handle.metadata() or {}).get(META_KEY)
+    if raw is None:
+        raise ConfigError(f"{path} has no lttoolkit metadata; it was not written by `lttk export --format safetensors`")
+    meta = json.loads(raw)
+    recipe = Recipe.model_validate(meta["recipe"])
+    offline = {"pretrained": False} if recipe.options.get("pretrained") else {}
+    model = recipe.rebuild(**offline)
+    model.load_state_dict(load_file(os.fspath(path)))
+    model.recipe = recipe
+    return model.eval(), meta

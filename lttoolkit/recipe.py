@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lttoolkit.errors import ConfigError
+from lttoolkit.registry import parse_spec
 
 __all__ = ["ComponentSpec", "Recipe"]
 
@@ -31,24 +31,17 @@ class ComponentSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
-    def parse(cls, value: str | Mapping[str, Any] | ComponentSpec) -> ComponentSpec:
-        """Accept ``"name"``, ``{"type": name, **options}`` or a ComponentSpec."""
+    def parse(cls, value: str | Mapping[str, Any] | ComponentSpec, *, kind: str = "component") -> ComponentSpec:
+        """Accept ``"name"``, ``{"type": name, **options}`` or a ComponentSpec.
+
+        Raises:
+            ComponentSpecError: from :func:`lttoolkit.registry.parse_spec`, the one parser of specs;
+                ``kind`` (``"loss"``, ``"backbone"``) names the component in its message.
+        """
         if isinstance(value, ComponentSpec):
             return value
-        if isinstance(value, str):
-            if not value.strip():
-                raise ConfigError("a component name is empty; give a registered name (see `lttk list-components`)")
-            return cls(type=value)
-        if isinstance(value, Mapping):
-            if not isinstance(value.get("type"), str) or not value["type"]:
-                raise ConfigError(
-                    f"a component given as a dict needs a 'type' naming it, got keys {sorted(value)}; in a config "
-                    f"set e.g. model.sampler=reversed before model.sampler.OPTION=..."
-                )
-            return cls(type=value["type"], options={k: v for k, v in value.items() if k != "type"})
-        raise ConfigError(
-            f"a component must be a name or a {{'type': name, ...}} dict, got {type(value).__name__} {value!r}"
-        )
+        name, options = parse_spec(value, kind=kind)
+        return cls(type=name, options=options)
 
     def as_dict(self) -> dict[str, Any]:
         """``{"type": name, **options}``, the form configs use."""

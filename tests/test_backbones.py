@@ -189,12 +189,13 @@ def test_pretrained_cfg_has_cifar_statistics():
     assert data_cfg["mean"] == CIFAR10_MEAN and data_cfg["input_size"] == (3, 32, 32)
 
 
-def test_import_lttoolkit_is_light_and_registers_into_timm():
+def test_import_lttoolkit_is_light_and_backbones_register_into_timm():
     code = (
         "import sys, lttoolkit\n"
         "heavy = sorted(m for m in ('torch', 'timm') if m in sys.modules)\n"
         "assert not heavy, f'import lttoolkit imported {heavy}'\n"
-        "import timm\n"
+        "assert not any(type(f).__module__.startswith('lttoolkit') for f in sys.meta_path), 'an import hook'\n"
+        "import lttoolkit.backbones, timm\n"
         "model = timm.create_model('resnet32_cifar', num_classes=100)\n"
         "assert model.fc.out_features == 100\n"
         "assert timm.list_models('resnet*_cifar') == "

@@ -350,6 +350,17 @@ def test_loss_and_samplers_get_the_training_class_counts(tmp_path, probe_loss):
     assert trainer.steps_per_epoch == len(trainer.loaders[0]) == sum(counts) // 32
 
 
+def test_progressive_sampler_spans_the_runs_epochs_unless_told_otherwise(tmp_path, probe_loss):
+    # Without it the progressive sampler would reach class balance at its default 90 epochs.
+    cfg = tiny_config(tmp_path, "prog", f"model.loss={probe_loss}", "model.sampler=progressive", "train.epochs=7")
+    trainer = Trainer(cfg, progress=False)
+    assert [type(s).__name__ for s in trainer.samplers] == ["InstanceSampler", "ProgressiveSampler"]
+    assert trainer.samplers[1].max_epochs == 7
+    cfg = tiny_config(tmp_path, "prog_own", f"model.loss={probe_loss}",
+                      "model.sampler={type: progressive, max_epochs: 12}", "train.epochs=7")
+    assert Trainer(cfg, progress=False).samplers[1].max_epochs == 12
+
+
 def test_epoch_length_is_the_conventional_stream_even_if_another_is_shorter(tmp_path, probe_loss):
     cfg = tiny_config(tmp_path, "short", f"model.loss={probe_loss}", "model.sampler={type: reversed, num_samples: 32}",
                       "train.max_steps_per_epoch=3", "train.epochs=1")

@@ -27,11 +27,12 @@ from lttoolkit.backbones.cifar_resnet import (
     resnet110_cifar,
 )
 from lttoolkit.errors import ComponentContractError, ConfigError
-from lttoolkit.registry import BACKBONES, split_spec
+from lttoolkit.registry import BACKBONES, parse_spec
 
 __all__ = [
     "create_backbone",
     "check_backbone_interface",
+    "check_built_backbone",
     "CifarResNet",
     "resnet20_cifar",
     "resnet32_cifar",
@@ -55,7 +56,8 @@ def create_backbone(
 
     Keys of a dict spec override the keyword defaults; a keyword set to a value
     other than its default that contradicts the dict raises :class:`ConfigError`.
-    Backbones from plugins are checked with :func:`check_backbone_interface`.
+    Backbones from plugins are checked with :func:`check_backbone_interface` (the
+    backbone registry's validator).
 
     Args:
         name_or_spec: a registered name, any timm model name, or a dict with ``"type"``.
@@ -71,7 +73,7 @@ def create_backbone(
     >>> model.fc.out_features, model.conv1.in_channels
     (100, 1)
     """
-    name, spec_options = split_spec(name_or_spec, {}, kind="backbone")
+    name, spec_options = parse_spec(name_or_spec, kind="backbone")
     merged: dict[str, Any] = {}
     for key, value, default in (
         ("pretrained", pretrained, False),
@@ -86,24 +88,21 @@ def create_backbone(
         merged[key] = spec_options.pop(key, value)
     merged.update(spec_options)
     merged.update(options)
-    model = BACKBONES.build(name, **merged)
-    if _is_plugin(name):
-        check_backbone_interface(model, name=name)
-    return model
+    return BACKBONES.build(name, **merged)
 
 
-def _is_plugin(name: str) -> bool:
-    if "::" in name:
-        return True
-    return name in BACKBONES and BACKBONES.entry(name).is_plugin
+def check_built_backbone(model: Any, *, who: str, options: Mapping[str, Any]) -> None:
+    """What :data:`lttoolkit.BACKBONES` checks a plugin's backbone for: timm's interface."""
+    check_backbone_interface(model, label=who)
 
 
-def check_backbone_interface(model: Any, *, name: str | None = None) -> None:
+def check_backbone_interface(model: Any, *, name: str | None = None, label: str | None = None) -> None:
     """Check that ``model`` has timm's backbone interface; raise naming everything missing.
 
     Args:
         model: the module to check.
         name: the backbone's registered name, for the message.
+        label: how the message names it instead (``"backbone 'x' from my-dist 1.0"``).
 
     Raises:
         ComponentContractError: ``model`` is not an ``nn.Module`` or lacks part of the interface.
@@ -114,9 +113,10 @@ def check_backbone_interface(model: Any, *, name: str | None = None) -> None:
     ...
     lttoolkit.errors.ComponentContractError: backbone Linear lacks ...: missing or invalid forward_features(), ...
     """
-    label = repr(name) if name else type(model).__name__
+    if label is None:
+        label = f"backbone {name!r}" if name else f"backbone {type(model).__name__}"
     if not isinstance(model, nn.Module):
-        raise ComponentContractError(f"backbone {label} must be a torch.nn.Module, got {type(model).__name__}")
+        raise ComponentContractError(f"{label} must be a torch.nn.Module, got {type(model).__name__}")
     problems: list[str] = []
     for method in ("forward_features", "forward_head", "reset_classifier", "get_classifier"):
         if not callable(getattr(model, method, None)):
@@ -136,6 +136,6 @@ def check_backbone_interface(model: Any, *, name: str | None = None) -> None:
             problems.append(f"feature_info (a list of dicts with keys {', '.join(_FEATURE_INFO_KEYS)})")
     if problems:
         raise ComponentContractError(
-            f"backbone {label} lacks timm's backbone interface: missing or invalid {', '.join(problems)}. "
+            f"{label} lacks timm's backbone interface: missing or invalid {', '.join(problems)}. "
             f"Subclass a timm model, or add these members (see timm's ResNet for their meaning)."
         )

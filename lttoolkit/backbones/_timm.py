@@ -30,8 +30,8 @@ import timm
 from timm.models import resolve_pretrained_cfg, split_model_name_tag
 from torch import nn
 
+from lttoolkit._introspect import accepted_options
 from lttoolkit.errors import PretrainedWeightsError, UnknownOptionError
-from lttoolkit.registry import accepted_options
 
 __all__ = ["timm_backbone_factory", "create_timm_model", "unknown_option_error"]
 

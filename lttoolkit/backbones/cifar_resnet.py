@@ -19,9 +19,11 @@ checkpoints. (Padding on one side only would be the same network up to a
 permutation of channels: it trains the same from scratch, but official weights
 would not fit.)
 
-Each model is registered twice: in timm's registry (``timm.create_model(
-"resnet32_cifar")`` works once ``lttoolkit`` is imported) and in
-:data:`lttoolkit.BACKBONES`. There are no published weights for them.
+Each model is in two registries: timm's (``@register_model``, run when this
+module is imported, which importing :mod:`lttoolkit.backbones` does:
+``import lttoolkit.backbones`` before ``timm.create_model("resnet32_cifar")``)
+and :data:`lttoolkit.BACKBONES` (declared in ``lttoolkit/registry/_builtins.py``).
+There are no published weights for them.
 
 >>> import torch
 >>> model = resnet32_cifar(num_classes=10)
@@ -48,8 +50,8 @@ from timm.models import (
 )
 from torch import nn
 
+from lttoolkit.backbones._timm import unknown_option_error
 from lttoolkit.errors import ConfigError, PretrainedWeightsError
-from lttoolkit.registry import BACKBONES
 
 __all__ = [
     "CifarResNet",
@@ -337,9 +339,6 @@ def _create_cifar_resnet(variant: str, depth: int, pretrained: bool, **kwargs: A
             **kwargs,
         )
     except TypeError as exc:
-        # Imported late: this module is imported while timm (and so maybe _timm) is still importing.
-        from lttoolkit.backbones._timm import unknown_option_error
-
         converted = unknown_option_error(exc, variant, CifarResNet, exclude=("depth",))
         if converted is None:
             raise
@@ -355,35 +354,30 @@ def _create_cifar_resnet(variant: str, depth: int, pretrained: bool, **kwargs: A
         ) from exc
 
 
-@BACKBONES.register()
 @register_model
 def resnet20_cifar(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> CifarResNet:
     """ResNet-20 for 32x32 inputs (n=3, 0.27M parameters)."""
     return _create_cifar_resnet("resnet20_cifar", 20, pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@BACKBONES.register()
 @register_model
 def resnet32_cifar(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> CifarResNet:
     """ResNet-32 for 32x32 inputs (n=5, 0.46M parameters): BBN's CIFAR backbone."""
     return _create_cifar_resnet("resnet32_cifar", 32, pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@BACKBONES.register()
 @register_model
 def resnet44_cifar(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> CifarResNet:
     """ResNet-44 for 32x32 inputs (n=7, 0.66M parameters)."""
     return _create_cifar_resnet("resnet44_cifar", 44, pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@BACKBONES.register()
 @register_model
 def resnet56_cifar(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> CifarResNet:
     """ResNet-56 for 32x32 inputs (n=9, 0.85M parameters)."""
     return _create_cifar_resnet("resnet56_cifar", 56, pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@BACKBONES.register()
 @register_model
 def resnet110_cifar(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> CifarResNet:
     """ResNet-110 for 32x32 inputs (n=18, 1.7M parameters)."""

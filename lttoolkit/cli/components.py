@@ -47,7 +47,7 @@ def collect(kind: str | None, pattern: str = "*", *, with_timm: bool | None = No
     if with_timm:
         import timm
 
-        # Ours are in timm's registry too (see lttoolkit._timm_hook); list them once, as ours.
+        # Ours are in timm's registry too (lttoolkit.backbones.cifar_resnet registers them); list them once, as ours.
         ours = set(ALL_REGISTRIES["backbones"].list())
         names = [n for n in timm.list_models() if fnmatch.fnmatchcase(n, pattern) and n not in ours]
         out["timm"] = {"version": timm.__version__, "count": len(names),

@@ -20,7 +20,7 @@ from lttoolkit.data.fashion_mnist import load_fashion_mnist
 from lttoolkit.data.image_folder import load_image_folder
 from lttoolkit.data.long_tail import make_long_tailed
 from lttoolkit.errors import DataError
-from lttoolkit.registry import check_options
+from lttoolkit._introspect import check_options
 
 __all__ = ["DATASET_NAMES", "DEFAULT_TRANSFORM_FAMILY", "load_dataset"]
 

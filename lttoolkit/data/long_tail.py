@@ -24,7 +24,7 @@ import numpy as np
 from lttoolkit.errors import ConfigError, DataError
 
 __all__ = [
-    "LONG_TAIL_PROFILES", "largest_n_max", "long_tailed_counts", "make_long_tailed", "class_counts"]
+    "LONG_TAIL_PROFILES", "largest_n_max", "long_tailed_counts", "make_long_tailed", "class_counts", "check_imbalance_ratio"]
 
 LONG_TAIL_PROFILES: tuple[str, ...] = ("exp", "step")
 
@@ -54,7 +54,8 @@ def class_counts(labels: Sequence[int] | np.ndarray, num_classes: int | None = N
     return np.bincount(array, minlength=num_classes or 0).tolist()
 
 
-def _check_ratio(imbalance_ratio: float) -> float:
+def check_imbalance_ratio(imbalance_ratio: float) -> float:
+    """``imbalance_ratio`` as a float, or a :class:`ConfigError` saying why it is not a ratio >= 1."""
     ratio = float(imbalance_ratio)
     if not np.isfinite(ratio) or ratio <= 0:
         raise ConfigError(
@@ -93,7 +94,7 @@ def long_tailed_counts(num_classes: int, n_max: int, imbalance_ratio: float, pro
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     if int(n_max) != n_max or n_max < 1:
         raise ConfigError(f"n_max must be a positive integer, got {n_max!r}")
-    ratio = _check_ratio(imbalance_ratio)
+    ratio = check_imbalance_ratio(imbalance_ratio)
     num_classes, n_max = int(num_classes), int(n_max)
     if profile == "exp":
         if num_classes == 1:
@@ -127,7 +128,7 @@ def largest_n_max(available: Sequence[int], imbalance_ratio: float, profile: str
     >>> largest_n_max([600, 359, 215, 129, 77, 46, 27, 16, 10, 6], 200)  # long-tailed already: its head
     600
     """
-    ratio = _check_ratio(imbalance_ratio)
+    ratio = check_imbalance_ratio(imbalance_ratio)
     n = int(min(available))
     if n <= 0:
         return n

@@ -5,9 +5,10 @@ that train or evaluate.
 """
 
 from lttoolkit.engine.config import DataConfig, OptimConfig, RunConfig, TrainConfig, load_config
-from lttoolkit.engine.evaluate import evaluate_checkpoint, load_model, predict
+from lttoolkit.engine.evaluate import evaluate_checkpoint, load_model
 from lttoolkit.engine.metrics import MetricAccumulator
 from lttoolkit.engine.trainer import Trainer, evaluate_model, train
+from lttoolkit.inference import predict  # over lttoolkit.Classifier, which loads through load_model
 
 __all__ = [
     "RunConfig",

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lttoolkit.errors import ConfigError
+from lttoolkit.registry import parse_spec
 
 __all__ = [
     "DataConfig",
@@ -94,10 +95,10 @@ class DataConfig(_Strict):
     @classmethod
     def _ratio_at_least_one(cls, value: float | None) -> float | None:
         if value is not None:
-            from lttoolkit.data.long_tail import _check_ratio
+            from lttoolkit.data.long_tail import check_imbalance_ratio
 
             try:
-                _check_ratio(value)  # one message for the config and the library
+                check_imbalance_ratio(value)  # one message for the config and the library
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         return value
@@ -177,8 +178,10 @@ class RunConfig(_Strict):
     @field_validator("model")
     @classmethod
     def _model_has_type(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(value.get("type"), str) or not value["type"]:
-            raise ValueError("model needs a 'type' naming a method (e.g. bbn, ce); see `lttk list-components methods`")
+        try:
+            parse_spec(value, kind="method")
+        except ConfigError as exc:
+            raise ValueError(f"{exc} (e.g. bbn, ce; see `lttk list-components methods`)") from None
         return value
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""Use a trained checkpoint: rebuild its model, evaluate it, predict images."""
+"""Use a trained checkpoint: rebuild its model and evaluate it (predicting images: :mod:`lttoolkit.inference`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lttoolkit.engine.config import load_config
 from lttoolkit.errors import ConfigError
 from lttoolkit.recipe import Recipe
 
-__all__ = ["load_model", "evaluate_checkpoint", "predict"]
+__all__ = ["load_model", "evaluate_checkpoint"]
 
 
 def load_model(checkpoint: str | Path | dict[str, Any], *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -121,23 +121,3 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *
                              batch_size=cfg.data.test_batch_size, num_workers=cfg.data.num_workers)
     results.update(checkpoint=str(checkpoint), epoch=state.get("epoch"))
     return results
-
-
-def predict(checkpoint: str | Path, images: Sequence[str | Path], *, topk: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each image file, folder (its images) or glob pattern.
-
-    A thin layer over :class:`lttoolkit.Classifier`, with the checkpoint's own evaluation
-    preprocessing. An image that cannot be read (missing, corrupt, larger than PIL's
-    decompression-bomb limit ``PIL.Image.MAX_IMAGE_PIXELS``) gets ``{"image": path, "error":
-    reason}`` in place of ``"top"``; the other images are still predicted.
-
-    Raises:
-        ConfigError: ``topk`` is below 1.
-        DataError: a folder or pattern matches no image.
-    """
-    from lttoolkit.inference import Classifier, expand_image_paths
-
-    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-        raise ConfigError(f"topk={topk!r}: ask for at least 1 class per image (e.g. --topk 5)")
-    clf = Classifier.from_checkpoint(checkpoint, device=device, topk=topk)
-    return [p.to_dict() for p in clf.predict(expand_image_paths(images), on_error="report")]

@@ -43,6 +43,7 @@ from lttoolkit.engine.optim import build_optimizer, build_lr_scheduler
 from lttoolkit.engine.progress import TrainingProgress, format_metric, results_table
 from lttoolkit.errors import ConfigError, LTToolkitError, ResumeMismatchError, RunExistsError, RunWriteError
 from lttoolkit.recipe import Recipe
+from lttoolkit._introspect import accepted_options
 from lttoolkit.registry import LOSSES, SAMPLERS, load_plugin, require_distributions
 
 __all__ = ["Trainer", "train", "evaluate_model", "NonFiniteLossError", "seed_everything", "resolve_device",
@@ -176,6 +177,14 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _with_run_length(factory: Any, options: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+    """``options`` plus ``max_epochs=epochs`` for a sampler that takes it (``progressive``) and was not given it."""
+    names, _ = accepted_options(factory)
+    if "max_epochs" in names and "max_epochs" not in options:
+        return {**options, "max_epochs": epochs}
+    return dict(options)
+
+
 class Trainer:
     """Train one run described by a :class:`RunConfig`.
 
@@ -236,7 +245,8 @@ class Trainer:
                                       **self.recipe.loss.options).to(self.device)
         self.samplers = [
             SAMPLERS.build(spec.type, labels=self.data.train.labels, seed=cfg.seed + 1000 * i,
-                           num_replicas=self.dist.world_size, rank=self.dist.rank, **spec.options)
+                           num_replicas=self.dist.world_size, rank=self.dist.rank,
+                           **_with_run_length(SAMPLERS.get(spec.type), spec.options, cfg.train.epochs))
             for i, spec in enumerate(self.recipe.samplers.values())
         ]
         if hasattr(self.model, "on_train_start"):  # methods that need the class counts (e.g. Remix)

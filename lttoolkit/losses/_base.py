@@ -34,15 +34,16 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lttoolkit.errors import ConfigError
+from lttoolkit.errors import ComponentContractError, ConfigError
 
 __all__ = [
     "LongTailLoss",
+    "check_built_loss",
     "REWEIGHT_SCHEMES",
     "as_class_counts",
     "per_class_weights",
@@ -322,3 +323,29 @@ class LongTailLoss(nn.Module):
             if self.drw_epoch is not None:
                 parts.append(f"drw_epoch={self.drw_epoch}")
         return ", ".join(parts)
+
+
+def check_built_loss(loss: Any, *, who: str, options: Mapping[str, Any]) -> None:
+    """What :data:`lttoolkit.LOSSES` checks a plugin's loss for: a scalar from ``loss(logits, targets)``.
+
+    Raises:
+        ComponentContractError: naming ``who`` (the loss and its distribution) and the fault.
+    """
+    import copy
+
+    counts = options.get("class_counts")
+    num_classes = len(counts) if counts is not None else 2
+    logits = torch.zeros(2, num_classes, requires_grad=True)
+    targets = torch.zeros(2, dtype=torch.long)
+    try:
+        # Probe a copy with the RNG state restored afterwards: a loss that counts
+        # what it sees or draws random numbers must not be changed by the check.
+        with torch.random.fork_rng(devices=[]):
+            value = copy.deepcopy(loss)(logits, targets)
+    except Exception as exc:
+        raise ComponentContractError(f"{who} failed on a (2, {num_classes}) batch of logits: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(value, torch.Tensor) or value.dim() != 0:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ComponentContractError(f"{who} returned {shape} from forward(logits, targets); it must return a "
+                                     f"scalar tensor (reduce over the batch, e.g. .mean())")

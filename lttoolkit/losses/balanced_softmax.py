@@ -16,12 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lttoolkit.losses._base import LongTailLoss, _positive_counts
-from lttoolkit.registry import LOSSES
 
 __all__ = ["BalancedSoftmaxLoss"]
 
 
-@LOSSES.register(name="balanced_softmax")
 class BalancedSoftmaxLoss(LongTailLoss):
     """Balanced softmax (Ren et al. 2020): logits shifted by log N_i during training.
 

@@ -37,7 +37,6 @@ from torch import Tensor
 
 from lttoolkit.losses._base import LongTailLoss, check_choice, check_non_negative
 from lttoolkit.losses.focal import focal_loss
-from lttoolkit.registry import LOSSES
 
 __all__ = ["ClassBalancedLoss", "CLASS_BALANCED_BASES", "CLASS_BALANCED_NORMALIZATIONS"]
 
@@ -45,7 +44,6 @@ CLASS_BALANCED_BASES: tuple[str, ...] = ("softmax", "focal", "sigmoid", "sigmoid
 CLASS_BALANCED_NORMALIZATIONS: tuple[str, ...] = ("batch", "weights")
 
 
-@LOSSES.register(name="class_balanced")
 class ClassBalancedLoss(LongTailLoss):
     """Class-balanced loss by the effective number of samples (Cui et al. 2019), over CE or focal.
 

@@ -16,12 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lttoolkit.losses._base import LongTailLoss
-from lttoolkit.registry import LOSSES
 
 __all__ = ["CrossEntropyLoss"]
 
 
-@LOSSES.register(name="cross_entropy")
 class CrossEntropyLoss(LongTailLoss):
     """Softmax cross-entropy, optionally re-weighted per class (with deferred re-weighting).
 

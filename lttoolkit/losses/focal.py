@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lttoolkit.losses._base import LongTailLoss, check_non_negative
-from lttoolkit.registry import LOSSES
 
 __all__ = ["FocalLoss", "focal_loss"]
 
@@ -42,7 +41,6 @@ def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0) -> Tensor:
     return -one_minus_p.pow(gamma) * log_p_target
 
 
-@LOSSES.register(name="focal")
 class FocalLoss(LongTailLoss):
     """Focal loss (Lin et al. 2017); gamma=0 is cross-entropy.
 

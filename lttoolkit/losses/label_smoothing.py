@@ -18,12 +18,10 @@ from torch import Tensor
 
 from lttoolkit.errors import ConfigError
 from lttoolkit.losses._base import LongTailLoss
-from lttoolkit.registry import LOSSES
 
 __all__ = ["LabelSmoothingLoss"]
 
 
-@LOSSES.register(name="label_smoothing")
 class LabelSmoothingLoss(LongTailLoss):
     """Cross-entropy against label-smoothed targets (Szegedy et al. 2016).
 

@@ -26,7 +26,6 @@ from torch import Tensor
 
 from lttoolkit.errors import ConfigError
 from lttoolkit.losses._base import LongTailLoss, _positive_counts, as_class_counts, check_non_negative
-from lttoolkit.registry import LOSSES
 
 __all__ = ["LDAMLoss", "ldam_margins"]
 
@@ -52,7 +51,6 @@ def ldam_margins(class_counts: Sequence[int] | Tensor, max_m: float = 0.5) -> Te
     return (raw * (max_m / raw.max())).to(torch.float32)
 
 
-@LOSSES.register(name="ldam")
 class LDAMLoss(LongTailLoss):
     """Label-distribution-aware margin loss (Cao et al. 2019), margins ~ N_i^(-1/4).
 

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lttoolkit.losses._base import LongTailLoss, _positive_counts, as_class_counts, check_non_negative
-from lttoolkit.registry import LOSSES
 
 __all__ = ["LogitAdjustedLoss", "adjust_logits", "log_prior"]
 
@@ -58,7 +57,6 @@ def adjust_logits(logits: Tensor, class_counts: Sequence[int] | Tensor, tau: flo
     return logits - tau * prior.to(device=logits.device, dtype=logits.dtype)
 
 
-@LOSSES.register(name="logit_adjusted")
 class LogitAdjustedLoss(LongTailLoss):
     """Logit-adjusted loss (Menon et al. 2021): logits + tau * log prior.
 

@@ -2,7 +2,6 @@
 
 from lttoolkit.methods.bilateral import BilateralBlock, BilateralWrapper, bbn_logits, bbn_loss, find_last_block
 from lttoolkit.methods.single_branch import CosineClassifier, SingleBranchModel
-from lttoolkit.methods import decoupling, presets  # noqa: F401  (register the presets)
 from lttoolkit.methods.decoupling import DecoupledModel
 
 __all__ = ["BilateralWrapper", "BilateralBlock", "SingleBranchModel", "CosineClassifier", "DecoupledModel",

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from lttoolkit.errors import ConfigError
 from lttoolkit.recipe import ComponentSpec
 from lttoolkit.registry import LOSSES, SAMPLERS, SCHEDULES, check_options
-from lttoolkit.registry._registry import singular
+from lttoolkit.registry._entry import singular
 
 # Options every sampler/loss receives from the engine, not from the user.
 _ENGINE_SUPPLIED = {"samplers": {"labels", "seed", "num_replicas", "rank"}, "losses": {"class_counts"}}
@@ -20,7 +20,7 @@ def resolve(kind: str, value: str | Mapping[str, Any] | ComponentSpec) -> Compon
     typo must fail at build time, before any data is read.
     """
     registry = {"samplers": SAMPLERS, "losses": LOSSES, "schedules": SCHEDULES}[kind]
-    spec = parse_spec(kind, value)
+    spec = ComponentSpec.parse(value, kind=singular(kind))
     factory = registry.get(spec.type)
     supplied = _ENGINE_SUPPLIED.get(kind, set())
     clash = supplied & set(spec.options)
@@ -32,13 +32,16 @@ def resolve(kind: str, value: str | Mapping[str, Any] | ComponentSpec) -> Compon
     return spec
 
 
-def parse_spec(kind: str, value: Any) -> ComponentSpec:
-    """:meth:`ComponentSpec.parse`, with the kind of component named in its error."""
-    try:
-        return ComponentSpec.parse(value)
-    except ConfigError as exc:
-        raise ConfigError(f"{singular(kind)}: {exc}") from None
-
-
 def build_schedule(spec: ComponentSpec) -> Any:
     return SCHEDULES.build(spec.type, **spec.options)
+
+
+def plain_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A method's options as plain data (specs as dicts), for its :class:`Recipe`.
+
+    Recipes are stored in checkpoints loaded with ``weights_only=True``: plain data only.
+    """
+    return {
+        k: (v.as_dict() if isinstance(v, ComponentSpec) else dict(v) if isinstance(v, Mapping) else v)
+        for k, v in options.items()
+    }

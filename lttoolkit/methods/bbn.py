@@ -7,17 +7,15 @@ from __future__ import annotations
 import warnings
 from typing import Any, Mapping
 
-from lttoolkit.methods._common import build_schedule, parse_spec, resolve
+from lttoolkit.methods._common import build_schedule, plain_options, resolve
 from lttoolkit.methods.bilateral import BRANCHES, BilateralWrapper
 from lttoolkit.recipe import ComponentSpec, Recipe
-from lttoolkit.registry import METHODS
 
 __all__ = ["bbn"]
 
 Spec = str | Mapping[str, Any]
 
 
-@METHODS.register(name="bbn")
 def bbn(
     backbone: Spec = "resnet32_cifar",
     *,
@@ -77,21 +75,13 @@ def bbn(
     schedule_spec = resolve("schedules", schedule)
     # Before the backbone: a typo in the schedule must not wait for (pretrained) weights.
     alpha_schedule = build_schedule(schedule_spec)
-    backbone_spec = parse_spec("backbones", backbone)
+    backbone_spec = ComponentSpec.parse(backbone, kind="backbone")
     net = create_backbone(
         backbone_spec.as_dict(), pretrained=pretrained, num_classes=num_classes, in_chans=in_chans
     )
     model = BilateralWrapper(net, num_classes, split_at=split_at, schedule=alpha_schedule)
     model.recipe = Recipe(
-        method="bbn", options=_plain(options), backbone=backbone_spec, num_classes=num_classes, in_chans=in_chans,
+        method="bbn", options=plain_options(options), backbone=backbone_spec, num_classes=num_classes, in_chans=in_chans,
         pretrained=pretrained, samplers=samplers, loss=loss_spec, schedule=schedule_spec,
     )
     return model
-
-
-def _plain(options: dict[str, Any]) -> dict[str, Any]:
-    # Recipes are stored in checkpoints loaded with weights_only=True: plain data only.
-    return {
-        k: (v.as_dict() if isinstance(v, ComponentSpec) else dict(v) if isinstance(v, Mapping) else v)
-        for k, v in options.items()
-    }

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from lttoolkit.errors import ConfigError
 from lttoolkit.methods.single_branch import SingleBranchModel, single_branch
-from lttoolkit.registry import METHODS
 
 __all__ = ["DecoupledModel", "crt", "lws", "tau_norm", "TAU_GRID"]
 
@@ -141,7 +140,6 @@ def _stage2(stage: str, call: dict[str, Any], sampler: Spec = "instance", loss: 
 STAGE2_SAMPLER: Mapping[str, Any] = {"type": "class_balanced", "samples_per_class": 4}
 
 
-@METHODS.register(name="crt")
 def crt(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
         in_chans: int = 3, sampler: Spec = STAGE2_SAMPLER, loss: Spec = "cross_entropy") -> DecoupledModel:
     """Decoupling stage 2, classifier re-training (Kang et al. 2020): frozen features, class-balanced sampling.
@@ -162,7 +160,6 @@ def crt(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretraine
     return _stage2("crt", call, sampler, loss)
 
 
-@METHODS.register(name="lws")
 def lws(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
         in_chans: int = 3, sampler: Spec = STAGE2_SAMPLER, loss: Spec = "cross_entropy") -> DecoupledModel:
     """Decoupling stage 2, learnable weight scaling (Kang et al. 2020): one scale per class is trained.
@@ -175,7 +172,6 @@ def lws(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretraine
     return _stage2("lws", call, sampler, loss)
 
 
-@METHODS.register(name="tau_norm")
 def tau_norm(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
              in_chans: int = 3, keep_bias: bool = False) -> DecoupledModel:
     """Decoupling stage 2, tau-normalisation (Kang et al. 2020): w_i / ||w_i||^tau, tau chosen on validation data.

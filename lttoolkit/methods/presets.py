@@ -21,7 +21,6 @@ from typing import Any, Literal, Mapping
 
 from lttoolkit.errors import ConfigError
 from lttoolkit.methods.single_branch import SingleBranchModel, single_branch
-from lttoolkit.registry import METHODS
 
 __all__ = ["rs", "rw", "drw", "cb_focal", "ldam_drw", "balanced_softmax", "logit_adjust"]
 
@@ -32,7 +31,6 @@ def _common(method: str, backbone: Spec, num_classes: int, pretrained: bool, in_
     return single_branch(method, backbone, num_classes=num_classes, pretrained=pretrained, in_chans=in_chans, **kw)
 
 
-@METHODS.register(name="rs")
 def rs(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False, in_chans: int = 3,
        sampler: Spec = "class_balanced", loss: Spec = "cross_entropy") -> SingleBranchModel:
     """Re-sampling: class-balanced sampling with cross-entropy.
@@ -44,7 +42,6 @@ def rs(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained
     return _common("rs", backbone, num_classes, pretrained, in_chans, sampler=sampler, loss=loss)
 
 
-@METHODS.register(name="rw")
 def rw(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False, in_chans: int = 3,
        sampler: Spec = "instance",
        loss: Spec = {"type": "cross_entropy", "reweight": "inverse"}) -> SingleBranchModel:  # noqa: B006 (read-only)
@@ -52,7 +49,6 @@ def rw(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained
     return _common("rw", backbone, num_classes, pretrained, in_chans, sampler=sampler, loss=loss)
 
 
-@METHODS.register(name="drw")
 def drw(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False, in_chans: int = 3,
         sampler: Spec = "instance", drw_fraction: float = 0.8, beta: float = 0.9999) -> SingleBranchModel:
     """Deferred re-weighting (Cao et al. 2019): plain CE, then effective-number weights from 80% of training."""
@@ -61,7 +57,6 @@ def drw(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretraine
                    extra_options={"drw_fraction": drw_fraction, "beta": beta})
 
 
-@METHODS.register(name="cb_focal")
 def cb_focal(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
              in_chans: int = 3, sampler: Spec = "instance", beta: float = 0.9999, gamma: float = 1.0,
              base: str = "sigmoid_focal", normalize: str = "batch",
@@ -126,7 +121,6 @@ def prior_bias(prior: float | str | None, num_classes: int) -> float | None:
     return -math.log((1.0 - float(prior)) / float(prior))
 
 
-@METHODS.register(name="ldam_drw")
 def ldam_drw(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
              in_chans: int = 3, sampler: Spec = "instance", max_m: float = 0.5, s: float = 30.0,
              drw_fraction: float = 0.8) -> SingleBranchModel:
@@ -136,7 +130,6 @@ def ldam_drw(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pret
                    classifier="cosine", extra_options={"max_m": max_m, "s": s, "drw_fraction": drw_fraction})
 
 
-@METHODS.register(name="balanced_softmax")
 def balanced_softmax(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
                      in_chans: int = 3, sampler: Spec = "instance") -> SingleBranchModel:
     """Balanced softmax (Ren et al. 2020): training logits shifted by log N_i."""
@@ -144,7 +137,6 @@ def balanced_softmax(backbone: Spec = "resnet32_cifar", *, num_classes: int = 10
                    loss="balanced_softmax", extra_options={})
 
 
-@METHODS.register(name="logit_adjust")
 def logit_adjust(backbone: Spec = "resnet32_cifar", *, num_classes: int = 1000, pretrained: bool = False,
                  in_chans: int = 3, sampler: Spec = "instance", tau: float = 1.0,
                  mode: Literal["loss", "posthoc"] = "loss") -> SingleBranchModel:

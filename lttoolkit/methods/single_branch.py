@@ -13,10 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lttoolkit.errors import ConfigError
-from lttoolkit.methods._common import parse_spec, resolve
-from lttoolkit.methods.bbn import _plain
+from lttoolkit.methods._common import plain_options, resolve
 from lttoolkit.recipe import ComponentSpec, Recipe
-from lttoolkit.registry import METHODS
 
 __all__ = ["SingleBranchModel", "CosineClassifier", "single_branch", "init_classifier_bias", "ce"]
 
@@ -168,7 +166,7 @@ def single_branch(
                    sampler=sampler)
     options.update(extra_options if extra_options is not None else {"loss": loss})
     sampler_spec, loss_spec = resolve("samplers", sampler), resolve("losses", loss)
-    backbone_spec = parse_spec("backbones", backbone)
+    backbone_spec = ComponentSpec.parse(backbone, kind="backbone")
     net = create_backbone(backbone_spec.as_dict(), pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
     head = None
     if classifier == "cosine":
@@ -178,13 +176,12 @@ def single_branch(
         init_classifier_bias(net if head is None else head, classifier_bias, method=method)
     model = SingleBranchModel(net, head=head, posthoc_tau=posthoc_tau)
     model.recipe = Recipe(
-        method=method, options=_plain(options), backbone=backbone_spec, num_classes=num_classes, in_chans=in_chans,
+        method=method, options=plain_options(options), backbone=backbone_spec, num_classes=num_classes, in_chans=in_chans,
         pretrained=pretrained, samplers={"main": sampler_spec}, loss=loss_spec,
     )
     return model
 
 
-@METHODS.register(name="ce")
 def ce(
     backbone: Spec = "resnet32_cifar",
     *,

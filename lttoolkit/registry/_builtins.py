@@ -1,9 +1,11 @@
-"""The builtin components, declared by name without importing them.
+"""The builtin components: their one declaration, by name, without importing them.
 
-Listing (``lttk list-components``) reads this table and never imports torch.
-Each module named here registers the same object with its registry's
-decorator when imported; ``tests/test_registry.py`` checks both agree, so a
-component added to a module but not here (or the reverse) fails the suite.
+Each registry is filled from this table lazily (``lttoolkit/registry/__init__.py``):
+listing (``lttk list-components``) reads it and never imports torch, and a
+component's module is imported the first time it is built. There is no
+decorator at the definitions; ``tests/test_registry.py`` checks that every row
+resolves to a real object where it says and that no module registers one itself.
+A new builtin is one row here (and its definition in its family's package).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
         ("instance", "lttoolkit.samplers.instance:InstanceSampler",
          "Uniform over images (instance-balanced): BBN's conventional branch."),
         ("class_balanced", "lttoolkit.samplers.class_weighted:ClassBalancedSampler",
-         "Every class equally likely, then an image uniformly within it."),
+         "Class-aware sampling (Kang et al. 2020): cycles through the classes and, within each, its images."),
         ("square_root", "lttoolkit.samplers.class_weighted:SquareRootSampler",
          "Class i drawn with weight sqrt(N_i), then an image within it (Mahajan et al. 2018)."),
         ("reversed", "lttoolkit.samplers.class_weighted:ReversedSampler",
@@ -67,7 +69,7 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
         ("drw", "lttoolkit.methods.presets:drw",
          "Deferred re-weighting (Cao et al. 2019): CE, then effective-number weights from 80% of training."),
         ("cb_focal", "lttoolkit.methods.presets:cb_focal",
-         "Class-balanced focal loss (Cui et al. 2019)."),
+         "Class-balanced sigmoid focal loss (Cui et al. 2019), bias from prior 1/C."),
         ("ldam_drw", "lttoolkit.methods.presets:ldam_drw",
          "LDAM-DRW (Cao et al. 2019): margin loss on a cosine classifier with deferred re-weighting."),
         ("balanced_softmax", "lttoolkit.methods.presets:balanced_softmax",
@@ -79,6 +81,6 @@ BUILTINS: dict[str, list[tuple[str, str, str]]] = {
         ("lws", "lttoolkit.methods.decoupling:lws",
          "Decoupling stage 2 (Kang et al. 2020): learnable per-class weight scaling."),
         ("tau_norm", "lttoolkit.methods.decoupling:tau_norm",
-         "Decoupling stage 2 (Kang et al. 2020): tau-normalised classifier, tau chosen on validation data."),
+         "Decoupling stage 2 (Kang et al. 2020): tau-normalised classifier, logits without the bias, tau chosen on validation data."),
     ],
 }

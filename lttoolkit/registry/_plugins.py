@@ -14,13 +14,13 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Iterable
 
 from lttoolkit.errors import PluginLoadError
-from lttoolkit.registry._registry import Entry, registration_source
+from lttoolkit.registry._entry import Entry, registration_source
 
 if TYPE_CHECKING:
     from lttoolkit.registry._registry import Registry
 
-__all__ = ["plugins_disabled", "discover_into", "load_plugin", "iter_entry_points", "require_distributions",
-           "DISABLE_ENV"]
+__all__ = ["plugins_disabled", "discover_into", "import_plugin_module", "iter_entry_points",
+           "require_distributions", "DISABLE_ENV"]
 
 DISABLE_ENV = "LTTK_DISABLE_PLUGINS"
 
@@ -107,31 +107,16 @@ def discover_into(registry: Registry) -> None:
         registry.add_plugin_entry(entry)
 
 
-def load_plugin(module: str) -> list[str]:
-    """Import ``module`` so that its decorator registrations take effect.
+def import_plugin_module(module: str, registries: Iterable[Registry]) -> list[str]:
+    """Import ``module`` with its registrations attributed to it; the ``kind:name`` it added to ``registries``.
 
-    This is how components in a module that is not an installed distribution
-    (a file next to your training script, a package under development) join the
-    registries. Registrations made while importing are attributed to
-    ``"module <name>"``.
-
-    Args:
-        module: a dotted module name importable from ``sys.path``.
-
-    Returns:
-        The ``kind:name`` of every component the module registered.
+    :func:`lttoolkit.load_plugin` is this over every registry.
 
     Raises:
         PluginLoadError: the module could not be imported; the original error is chained.
-
-    Example:
-        >>> import lttoolkit
-        >>> lttoolkit.load_plugin("lttoolkit.schedules")  # already builtin: registers nothing new
-        []
     """
-    from lttoolkit.registry import ALL_REGISTRIES
-
-    before = {kind: set(reg._entries) for kind, reg in ALL_REGISTRIES.items()}
+    registries = list(registries)
+    before = {reg.kind: set(reg._entries) for reg in registries}
     try:
         with registration_source(f"module {module}"):
             importlib.import_module(module)
@@ -141,7 +126,7 @@ def load_plugin(module: str) -> list[str]:
             f"Check that it is importable (on sys.path / PYTHONPATH) and imports cleanly."
         ) from exc
     added = []
-    for kind, reg in ALL_REGISTRIES.items():
-        for name in sorted(set(reg._entries) - before[kind]):
-            added.append(f"{kind}:{name}")
+    for reg in registries:
+        for name in sorted(set(reg._entries) - before[reg.kind]):
+            added.append(f"{reg.kind}:{name}")
     return added

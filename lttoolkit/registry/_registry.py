@@ -10,104 +10,36 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-import inspect
 import re
 import threading
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from lttoolkit.errors import (
-    DuplicateComponentError,
-    PluginLoadError,
-    UnknownComponentError,
-    UnknownOptionError,
-)
+from lttoolkit._introspect import check_options
+from lttoolkit.errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
+from lttoolkit.registry._contracts import check_factory
+from lttoolkit.registry._entry import BUILTIN, Entry, current_source, first_line, registration_source, singular
+from lttoolkit.registry._plugins import discover_into
+from lttoolkit.registry._spec import parse_spec
 
-__all__ = ["Entry", "Registry", "BUILTIN", "registration_source"]
+__all__ = ["Registry", "resolve_target"]
 
-BUILTIN = "builtin"
-
-# Who is registering right now: "builtin", "<dist> <version>" while an entry point
-# loads, or "module <name>" inside load_plugin(). Decorators read it.
-_SOURCE: ContextVar[str] = ContextVar("lttoolkit_registration_source", default=BUILTIN)
+# A built plugin component is checked by the family's validator: validate(component, who=..., options=...).
+Validator = Callable[..., None]
 
 
-@contextmanager
-def registration_source(source: str) -> Iterator[None]:
-    """Attribute registrations made inside the block to ``source``."""
-    token = _SOURCE.set(source)
-    try:
-        yield
-    finally:
-        _SOURCE.reset(token)
-
-
-def singular(kind: str) -> str:
-    """``"losses"`` -> ``"loss"``, ``"samplers"`` -> ``"sampler"`` (for messages)."""
-    if kind.endswith("sses"):
-        return kind[:-2]
-    return kind[:-1] if kind.endswith("s") else kind
+def resolve_target(target: str) -> Any:
+    """Import ``"module:attr"`` (or ``"module"``) and return the object it names."""
+    module_name, _, attr = target.partition(":")
+    attr = attr.split("[", 1)[0].strip()  # entry-point values may end in " [extra,...]"
+    obj: Any = importlib.import_module(module_name.strip())
+    for part in attr.split(".") if attr else ():  # "module" alone names the module
+        obj = getattr(obj, part)
+    return obj
 
 
 def _natural_key(text: str) -> list[Any]:
     # "resnet110" sorts after "resnet56", as timm.list_models does.
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text.lower())]
-
-
-def _first_line(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0].strip() if doc.strip() else ""
-
-
-@dataclass
-class Entry:
-    """One registered component.
-
-    Attributes:
-        name: the name users build it by.
-        kind: the registry's kind (``"samplers"``, ``"losses"``, ...).
-        source: ``"builtin"``, ``"<distribution> <version>"`` for an entry-point
-            plugin, or ``"module <name>"`` for :func:`lttoolkit.load_plugin`.
-        target: ``"module:attr"`` of a lazy entry, or ``None``.
-        summary: one line describing the component.
-        obj: the component once loaded.
-        error: the exception that stopped a plugin from loading, if any.
-        shadowed_by: for a plugin whose name clashes with an existing entry,
-            the source of the entry that keeps the name.
-    """
-
-    name: str
-    kind: str
-    source: str = BUILTIN
-    target: str | None = None
-    summary: str = ""
-    obj: Any = None
-    error: BaseException | None = None
-    shadowed_by: str | None = None
-    distribution: str | None = field(default=None, repr=False)
-
-    @property
-    def loaded(self) -> bool:
-        return self.obj is not None
-
-    @property
-    def status(self) -> str:
-        if self.error is not None:
-            return "broken"
-        if self.shadowed_by is not None:
-            return "shadowed"
-        return "ok"
-
-    @property
-    def is_plugin(self) -> bool:
-        return self.source != BUILTIN
-
-    def describe_error(self) -> str:
-        if self.error is None:
-            return ""
-        return f"{type(self.error).__name__}: {self.error}"
 
 
 class Registry:
@@ -116,8 +48,22 @@ class Registry:
     Args:
         kind: plural noun used in messages and as the entry-point group suffix
             (``lttoolkit.<kind>``).
+        group: the entry-point group plugins declare into (default ``lttoolkit.<kind>``).
         fallback: optional ``name -> component | None`` consulted for names not
-            registered here (the backbone registry falls back to timm).
+            registered here, or its ``"module:attr"`` (imported on first use; the
+            backbone registry falls back to timm this way).
+        fallback_names: the names the fallback accepts (or their ``"module:attr"``),
+            for "did you mean" suggestions only.
+        fallback_label: how the message for an unknown name describes the fallback.
+        validate: checks what a plugin's factory built,
+            ``validate(component, who=..., options=...)`` raising
+            ``ComponentContractError`` (or its ``"module:attr"``).
+        call_signature: ``(first_positional, keywords)`` lttoolkit calls a factory
+            of this kind with; a plugin factory that cannot take them is refused
+            before it is called (samplers: ``("labels", ("seed", "num_replicas", "rank"))``).
+
+    The registry knows nothing of what it holds: everything specific to a family
+    is given here, when the family's registry is made (``lttoolkit/registry/__init__.py``).
 
     Example:
         >>> from lttoolkit.registry import Registry
@@ -139,8 +85,11 @@ class Registry:
         kind: str,
         *,
         group: str | None = None,
-        fallback: Callable[[str], Any] | None = None,
-        fallback_names: Callable[[], Iterable[str]] | None = None,
+        fallback: Callable[[str], Any] | str | None = None,
+        fallback_names: Callable[[], Iterable[str]] | str | None = None,
+        fallback_label: str = "",
+        validate: Validator | str | None = None,
+        call_signature: tuple[str | None, tuple[str, ...]] = (None, ()),
     ) -> None:
         self.kind = kind
         self.group = group if group is not None else f"lttoolkit.{kind}"
@@ -149,8 +98,15 @@ class Registry:
         self._fallback = fallback
         # The names the fallback accepts, for "did you mean" only (read when a name is unknown).
         self._fallback_names = fallback_names
+        self._fallback_label = fallback_label
+        self._validate = validate
+        self.call_signature = call_signature
         self._plugins_discovered = False
         self._lock = threading.RLock()
+
+    @staticmethod
+    def _resolved(hook: Any) -> Any:
+        return resolve_target(hook) if isinstance(hook, str) else hook
 
     # ------------------------------------------------------------------ registration
     def register(
@@ -173,7 +129,7 @@ class Registry:
         key = name or getattr(obj, "__name__", None)
         if not key:
             raise ValueError(f"cannot register {obj!r} in {self.kind}: pass name=...")
-        source = _SOURCE.get()
+        source = current_source()
         with self._lock:
             existing = self._entries.get(key)
             if existing is not None and not force:
@@ -186,7 +142,7 @@ class Registry:
                 for lazy in (existing, *self._shadowed):
                     if lazy.name == key and lazy.obj is None and lazy.target == target:
                         lazy.obj = obj
-                        lazy.summary = lazy.summary or summary or _first_line(obj)
+                        lazy.summary = lazy.summary or summary or first_line(obj)
                         return obj
                 raise DuplicateComponentError(
                     f"{self.kind} already has a component named {key!r} (from {existing.source}); "
@@ -197,7 +153,7 @@ class Registry:
                 kind=self.kind,
                 source=source,
                 target=None,
-                summary=summary or _first_line(obj),
+                summary=summary or first_line(obj),
                 obj=obj,
             )
         return obj
@@ -228,8 +184,6 @@ class Registry:
     def _ensure_plugins(self) -> None:
         if self._plugins_discovered:
             return
-        from lttoolkit.registry._plugins import discover_into
-
         with self._lock:
             if self._plugins_discovered:
                 return
@@ -245,14 +199,9 @@ class Registry:
         if entry.error is not None:
             raise _plugin_error(entry)
         assert entry.target is not None
-        module_name, _, attr = entry.target.partition(":")
-        attr = attr.split("[", 1)[0].strip()  # entry-point values may end in " [extra,...]"
         try:
             with registration_source(entry.source):
-                module = importlib.import_module(module_name.strip())
-                obj: Any = module
-                for part in attr.split(".") if attr else ():  # "module" alone names the module
-                    obj = getattr(obj, part)
+                obj = resolve_target(entry.target)
         except Exception as exc:  # a plugin may fail in any way; keep the cause
             if not entry.is_plugin:
                 raise
@@ -260,7 +209,7 @@ class Registry:
             raise _plugin_error(entry) from exc
         entry.obj = obj
         if not entry.summary:
-            entry.summary = _first_line(obj)
+            entry.summary = first_line(obj)
         return obj
 
     def get(self, name: str) -> Any:
@@ -277,7 +226,7 @@ class Registry:
         if entry is not None:
             return self._load(entry)
         if self._fallback is not None:
-            obj = self._fallback(name)
+            obj = self._resolved(self._fallback)(name)
             if obj is not None:
                 return obj
         raise UnknownComponentError(self._unknown_message(name))
@@ -297,14 +246,14 @@ class Registry:
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         if self._fallback_names is not None:
             try:
-                more = list(self._fallback_names())
+                more = list(self._resolved(self._fallback_names)())
             except Exception:  # suggestions are a courtesy: never fail the error message
                 more = []
             scored = difflib.get_close_matches(name, [*close, *more], n=3, cutoff=0.6)
             close = scored or close
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         shown = ", ".join(names[:25]) + (", ..." if len(names) > 25 else "")
-        extra = " (every timm model name is accepted too)" if self._fallback is not None else ""
+        extra = f" ({self._fallback_label})" if self._fallback_label else ""
         return (
             f"unknown {singular(self.kind)} {name!r} "
             f"in the {self.kind} registry.{hint} Available{extra}: {shown}. "
@@ -379,66 +328,19 @@ class Registry:
         protocol (docs/plugins.md); a violation raises ``ComponentContractError``
         naming the plugin.
         """
-        name, merged = split_spec(spec, options, kind=self.kind)
+        name, merged = parse_spec(spec, options, kind=singular(self.kind))
         factory = self.get(name)
         entry = self._entries.get(name) or self._find_qualified(name)
         plugin = entry is not None and entry.is_plugin
         if plugin:
-            from lttoolkit.registry._contracts import check_built, check_factory
-
-            check_factory(self.kind, name, entry.source, factory)
+            first, keywords = self.call_signature
+            check_factory(self.kind, name, entry.source, factory, first=first, keywords=keywords)
         check_options(factory, merged, what=f"{singular(self.kind)} {name!r}")
         built = factory(**merged)
-        if plugin:
-            check_built(self.kind, name, entry.source, built, merged)
+        if plugin and self._validate is not None:
+            who = f"{singular(self.kind)} {name!r} from {entry.source}"
+            self._resolved(self._validate)(built, who=who, options=merged)
         return built
-
-
-def split_spec(spec: str | Mapping[str, Any], options: Mapping[str, Any], *, kind: str = "component") -> tuple[str, dict[str, Any]]:
-    """Normalise ``"name"`` / ``{"type": "name", ...}`` plus extra options into ``(name, options)``."""
-    if isinstance(spec, str):
-        return spec, dict(options)
-    if isinstance(spec, Mapping):
-        if "type" not in spec:
-            raise UnknownOptionError(
-                f"a {kind} given as a dict needs a 'type' key naming the component, got keys {sorted(spec)}"
-            )
-        merged = {k: v for k, v in spec.items() if k != "type"}
-        merged.update(options)
-        return str(spec["type"]), merged
-    raise TypeError(f"a {kind} must be a name or a {{'type': name, ...}} dict, got {type(spec).__name__}")
-
-
-def accepted_options(factory: Callable[..., Any]) -> tuple[list[str], bool]:
-    """``(names, takes_var_kwargs)`` of the keyword options ``factory`` accepts."""
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):  # builtins / C callables: cannot check
-        return [], True
-    names: list[str] = []
-    var_kw = False
-    for param in sig.parameters.values():
-        if param.kind is param.VAR_KEYWORD:
-            var_kw = True
-        elif param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
-            names.append(param.name)
-    return names, var_kw
-
-
-def check_options(factory: Callable[..., Any], options: Mapping[str, Any], *, what: str) -> None:
-    """Raise :class:`UnknownOptionError` if ``factory`` does not take every key of ``options``."""
-    names, var_kw = accepted_options(factory)
-    if var_kw:
-        return
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        hints = []
-        for bad in unknown:
-            close = difflib.get_close_matches(bad, names, n=1)
-            hints.append(f"{bad!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise UnknownOptionError(
-            f"{what} got unknown option(s) {', '.join(hints)}; valid options are: {', '.join(names) or '(none)'}."
-        )
 
 
 def _plugin_error(entry: Entry) -> PluginLoadError:

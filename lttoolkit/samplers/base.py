@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import operator
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from torch.utils.data import Sampler
 
 from lttoolkit.errors import ComponentContractError, ConfigError, DataError
 
-__all__ = ["LongTailSampler", "ClassWeightedSampler"]
+__all__ = ["LongTailSampler", "ClassWeightedSampler", "check_built_sampler"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -422,3 +422,24 @@ class ClassWeightedSampler(LongTailSampler):
         uniform = torch.rand(num, dtype=torch.float64, generator=generator)
         position = torch.minimum((uniform * counts).long(), counts - 1)
         return self._images_by_class[self._class_starts[classes] + position]
+
+
+def check_built_sampler(sampler: Any, *, who: str, options: Mapping[str, Any]) -> None:
+    """What :data:`lttoolkit.SAMPLERS` checks a plugin's sampler for: ``set_epoch`` and indices in range.
+
+    Raises:
+        ComponentContractError: naming ``who`` (the sampler and its distribution) and the fault.
+    """
+    if not callable(getattr(sampler, "set_epoch", None)):
+        raise ComponentContractError(f"{who} returned a sampler without set_epoch(epoch)")
+    labels = options.get("labels")
+    n = len(labels) if labels is not None else None
+    indices = list(iter(sampler))
+    if len(indices) != len(sampler):
+        raise ComponentContractError(f"{who}: len(sampler) is {len(sampler)} but it yielded {len(indices)} indices")
+    if n is not None:
+        bad = [i for i in indices if not isinstance(i, int) or not 0 <= i < n]
+        if bad:
+            raise ComponentContractError(
+                f"{who} yielded index {bad[0]!r}, outside [0, {n}) for a dataset of {n} images"
+            )

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from lttoolkit.errors import ConfigError
-from lttoolkit.registry import SAMPLERS
 from lttoolkit.samplers.base import ClassWeightedSampler, _as_int, _counter_keys, _cycled_within_class
 
 __all__ = ["ClassBalancedSampler", "SquareRootSampler", "ReversedSampler", "ProgressiveSampler"]
@@ -39,7 +38,6 @@ __all__ = ["ClassBalancedSampler", "SquareRootSampler", "ReversedSampler", "Prog
 _CLASS_ORDER, _IMAGE_ORDER = 1, 2
 
 
-@SAMPLERS.register(name="class_balanced")
 class ClassBalancedSampler(ClassWeightedSampler):
     """Every non-empty class equally often, then an image of it.
 
@@ -155,7 +153,6 @@ class ClassBalancedSampler(ClassWeightedSampler):
         return f"cycle={self.cycle}, samples_per_class={self.samples_per_class}"
 
 
-@SAMPLERS.register(name="square_root")
 class SquareRootSampler(ClassWeightedSampler):
     """Class ``i`` drawn with weight ``sqrt(N_i)``, then an image uniformly within it.
 
@@ -170,7 +167,6 @@ class SquareRootSampler(ClassWeightedSampler):
         return self._class_counts.to(torch.float64).sqrt()
 
 
-@SAMPLERS.register(name="reversed")
 class ReversedSampler(ClassWeightedSampler):
     """BBN's re-balancing sampler: class ``i`` drawn with weight ``N_max / N_i``.
 
@@ -196,7 +192,6 @@ class ReversedSampler(ClassWeightedSampler):
 _BALANCED_AT = ("last_epoch", "max_epochs")
 
 
-@SAMPLERS.register(name="progressive")
 class ProgressiveSampler(ClassWeightedSampler):
     """Progressively-balanced sampling: from instance-balanced to class-balanced over the epochs.
 

@@ -15,13 +15,11 @@ from typing import Sequence
 
 import torch
 
-from lttoolkit.registry import SAMPLERS
 from lttoolkit.samplers.base import LongTailSampler
 
 __all__ = ["InstanceSampler"]
 
 
-@SAMPLERS.register(name="instance")
 class InstanceSampler(LongTailSampler):
     """Uniform over images: a seeded random permutation of the dataset per epoch.
 

@@ -11,10 +11,9 @@ These objects are plain Python (no torch), so listing and plotting them is cheap
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 from lttoolkit.errors import ComponentContractError, ConfigError
-from lttoolkit.registry import SCHEDULES
 
 __all__ = [
     "AlphaSchedule",
@@ -25,6 +24,7 @@ __all__ = [
     "ConstantAlpha",
     "ParabolicIncrement",
     "checked_alpha",
+    "check_built_schedule",
 ]
 
 
@@ -58,6 +58,12 @@ def checked_alpha(schedule: Any, epoch: int, max_epochs: int, *, name: str = "sc
             f"fix the schedule (or its options) so that it stays within [0, 1]."
         )
     return alpha
+
+
+def check_built_schedule(schedule: Any, *, who: str, options: Mapping[str, Any]) -> None:
+    """What :data:`lttoolkit.SCHEDULES` checks a plugin's schedule for: alpha in [0, 1] at a few epochs."""
+    for epoch, epochs in ((0, 10), (5, 10), (9, 10), (0, 1)):
+        checked_alpha(schedule, epoch, epochs, name=who)
 
 
 # The official code changes its divisor only for these numbers of epochs (its iNaturalist
@@ -110,7 +116,6 @@ class _ProgressSchedule:
         return f"{type(self).__name__}({quirk.lstrip(', ')})"
 
 
-@SCHEDULES.register(name="parabolic")
 class ParabolicDecay(_ProgressSchedule):
     """BBN's cumulative-learning default: alpha = 1 - (T/T_max)^2.
 
@@ -127,7 +132,6 @@ class ParabolicDecay(_ProgressSchedule):
         return 1.0 - progress**2
 
 
-@SCHEDULES.register(name="linear")
 class LinearDecay(_ProgressSchedule):
     """alpha = 1 - T/T_max.
 
@@ -139,7 +143,6 @@ class LinearDecay(_ProgressSchedule):
         return 1.0 - progress
 
 
-@SCHEDULES.register(name="cosine")
 class CosineDecay(_ProgressSchedule):
     """alpha = cos(pi/2 * T/T_max).
 
@@ -151,7 +154,6 @@ class CosineDecay(_ProgressSchedule):
         return math.cos(math.pi / 2 * progress)
 
 
-@SCHEDULES.register(name="parabolic_increment")
 class ParabolicIncrement(_ProgressSchedule):
     """alpha = (T/T_max)^2: the reverse of BBN's default, from the paper's ablation.
 
@@ -163,7 +165,6 @@ class ParabolicIncrement(_ProgressSchedule):
         return progress**2
 
 
-@SCHEDULES.register(name="step")
 class StepDecay:
     """alpha = 1 before ``switch_epoch``, 0 from it on (hard switch, like deferred re-sampling).
 
@@ -189,7 +190,6 @@ class StepDecay:
         return f"StepDecay(switch_epoch={self.switch_epoch})"
 
 
-@SCHEDULES.register(name="constant")
 class ConstantAlpha:
     """alpha fixed to ``value`` (0.5 by default: both branches weighted equally).
 
