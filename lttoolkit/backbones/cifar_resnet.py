@@ -50,6 +50,7 @@ from timm.models import (
 )
 from torch import nn
 
+from lttoolkit._constants import CIFAR_MEAN, CIFAR_STD
 from lttoolkit.backbones._timm import unknown_option_error
 from lttoolkit.errors import ConfigError, PretrainedWeightsError
 
@@ -66,10 +67,9 @@ __all__ = [
     "resnet110_cifar",
 ]
 
-# The per-channel statistics most CIFAR code normalises with (these std values are
-# the widely copied ones, slightly off the exact pixel std of the training set).
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+# The per-channel statistics most CIFAR code normalises with (lttoolkit._constants).
+CIFAR10_MEAN = CIFAR_MEAN
+CIFAR10_STD = CIFAR_STD
 
 
 class ZeroPadShortcut(nn.Module):

@@ -22,6 +22,16 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from lttoolkit._constants import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MNIST_MEAN,
+    MNIST_STD,
+)
 from lttoolkit.errors import ConfigError
 
 __all__ = [
@@ -39,16 +49,6 @@ __all__ = [
     "build_transforms",
 ]
 
-# The values in LDAM-DRW's and BBN's CIFAR code (its "std" is not the per-pixel
-# std of CIFAR-10; kept so results compare with the published ones).
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
-FASHION_MNIST_MEAN = (0.2860,)
-FASHION_MNIST_STD = (0.3530,)
-MNIST_MEAN = (0.1307,)
-MNIST_STD = (0.3081,)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # family -> (native size, native channels, mean, std, flip)
 _FAMILIES: dict[str, tuple[int, int, tuple[float, ...], tuple[float, ...], bool]] = {
