@@ -228,3 +228,17 @@ def test_a_checkpoint_that_needs_a_missing_plugin_names_it(bbn_run: Path, tmp_pa
         Classifier.from_checkpoint(path)
     state["config"]["plugins_required"] = ["lttoolkit"]  # installed: loads
     assert Classifier.from_checkpoint(save_checkpoint(state, tmp_path / "ok.pt")).classes
+
+
+def test_checkpoints_record_what_made_them(bbn_run: Path) -> None:
+    import platform
+    import timm
+
+    info = load_checkpoint(bbn_run)["provenance"]
+    assert info["torch"] == torch.__version__ and info["timm"] == timm.__version__
+    assert info["python"] == platform.python_version() and info["world_size"] == 1
+    assert info["cuda"] == torch.version.cuda  # the build's CUDA version (None for CPU builds)
+    source = Path(__file__).resolve().parents[1]
+    if (source / ".git").exists():  # an editable install from a git checkout
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True).stdout.strip()
+        assert info["git_commit"].split("+")[0] == head

@@ -34,6 +34,7 @@ import torch
 from lttoolkit.errors import LTToolkitError
 
 __all__ = [
+    "provenance",
     "save_checkpoint",
     "load_checkpoint",
     "capture_rng_state",
@@ -295,6 +296,52 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             f"are dicts written by save_checkpoint."
         )
     return checkpoint
+
+
+def provenance(*, world_size: int = 1) -> dict[str, Any]:
+    """What made a checkpoint: library versions, CUDA, the world size and the git commit.
+
+    Plain data (strings, ints, ``None``), stored in every checkpoint under ``"provenance"``.
+    ``git_commit`` is the commit of the lttoolkit source tree when it is a git checkout
+    (an editable install), with ``+dirty`` when it has uncommitted changes; ``None`` otherwise.
+
+    >>> info = provenance(world_size=2)
+    >>> info["world_size"], sorted(info)[:3]
+    (2, ['cuda', 'cudnn', 'devices'])
+    """
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    source = Path(__file__).resolve().parents[2]
+    commit: str | None = None
+    if (source / ".git").exists():
+        try:
+            head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5)
+            if head.returncode == 0:
+                dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                                       capture_output=True, text=True, timeout=5)
+                commit = head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    cuda = torch.cuda.is_available()
+    return {
+        "lttoolkit": installed("lttoolkit"),
+        "torch": str(torch.__version__),
+        "timm": installed("timm"),
+        "python": platform.python_version(),
+        "cuda": str(torch.version.cuda) if torch.version.cuda else None,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+        "world_size": int(world_size),
+        "git_commit": commit,
+    }
 
 
 def capture_rng_state() -> dict[str, Any]:

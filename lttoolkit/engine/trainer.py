@@ -35,7 +35,13 @@ from lttoolkit._version import __version__
 from lttoolkit._build import build
 from lttoolkit.data.preprocessing import eval_preprocessing
 from lttoolkit.engine import distributed
-from lttoolkit.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from lttoolkit.engine.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    provenance,
+    restore_rng_state,
+    save_checkpoint,
+)
 from lttoolkit.engine.config import RunConfig, config_to_yaml, load_config
 from lttoolkit.engine.datasets import DataBundle, build_datasets
 from lttoolkit.engine.metrics import MetricAccumulator
@@ -312,6 +318,13 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def _provenance(self) -> dict[str, Any]:
+        # Computed once (it asks git): versions, CUDA, world size and commit of this run.
+        if not hasattr(self, "_provenance_cache"):
+            self._provenance_cache = provenance(world_size=self.dist.world_size)
+        return self._provenance_cache
+
     def _state(self, epoch: int) -> dict[str, Any]:
         return {
             "format": "lttoolkit-checkpoint-1",
@@ -327,6 +340,7 @@ class Trainer:
             "classes": list(self.data.classes),
             "class_counts": list(self.data.class_counts),
             "input_size": list(self.data.input_size),
+            "provenance": self._provenance,
             # How the test split was prepared, for inference and export (timm pretrained_cfg terms).
             "preprocessing": eval_preprocessing(self.data.family, in_chans=self.data.in_chans,
                                                 image_size=self.data.input_size[1]),
