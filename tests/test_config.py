@@ -185,3 +185,60 @@ def test_assignment_is_validated():
     cfg = RunConfig()
     with pytest.raises(ValueError, match="epochs"):
         cfg.train.epochs = -3
+
+
+# ----------------------------------------------------------------------------- inheritance: _base_
+def test_base_is_found_relative_to_the_file_and_merged_under_it(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    write(tmp_path / "recipes" / "parent.yaml",
+          "model: {type: bbn, backbone: resnet20_cifar, loss: {type: focal, gamma: 2.0}}\n"
+          "train: {epochs: 30}\noptim: {lr: 0.05, milestones: [10, 20]}\n")
+    child = write(tmp_path / "recipes" / "child.yaml",
+                  "_base_: parent.yaml\nmodel: {loss: {gamma: 1.0}}\ntrain: {epochs: 40}\n")
+    cfg = load_config(child)
+    assert cfg.model == {"type": "bbn", "backbone": "resnet20_cifar", "loss": {"type": "focal", "gamma": 1.0}}
+    assert (cfg.train.epochs, cfg.optim.lr, cfg.optim.milestones) == (40, 0.05, [10, 20])
+    # An override still wins over both files.
+    assert load_config(child, ["train.epochs=3"]).train.epochs == 3
+
+
+def test_replace_marker_and_another_type_replace_the_inherited_mapping(tmp_path):
+    write(tmp_path / "parent.yaml",
+          "model: {type: bbn, backbone: resnet20_cifar, schedule: linear, loss: {type: focal, gamma: 2.0}}\n")
+    other_method = write(tmp_path / "ce.yaml", "_base_: parent.yaml\nmodel: {type: ce, backbone: resnet20_cifar}\n")
+    assert load_config(other_method).model == {"type": "ce", "backbone": "resnet20_cifar"}
+    replaced = write(tmp_path / "replaced.yaml",
+                     "_base_: parent.yaml\nmodel: {backbone: resnet32_cifar, loss: {_replace_: true, type: focal}}\n")
+    assert load_config(replaced).model["loss"] == {"type": "focal"}
+    assert load_config(replaced).model["schedule"] == "linear"
+    whole = write(tmp_path / "whole.yaml", "_base_: parent.yaml\nmodel: {_replace_: true, type: bbn}\n")
+    assert load_config(whole).model == {"type": "bbn"}
+    # Without either, the mappings merge.
+    merged = write(tmp_path / "merged.yaml", "_base_: parent.yaml\nmodel: {loss: {type: focal}}\n")
+    assert load_config(merged).model["loss"] == {"type": "focal", "gamma": 2.0}
+
+
+def test_several_bases_merge_in_order(tmp_path):
+    write(tmp_path / "a.yaml", "train: {epochs: 5}\ndata: {batch_size: 16}\n")
+    write(tmp_path / "b.yaml", "train: {epochs: 7}\n")
+    cfg = load_config(write(tmp_path / "c.yaml", "_base_: [a.yaml, b.yaml]\nseed: 3\n"))
+    assert (cfg.train.epochs, cfg.data.batch_size, cfg.seed) == (7, 16, 3)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("_base_: missing.yaml\n", r"_base_: 'missing.yaml' in .* does not exist \(looked for .*missing.yaml'\); a base is found relative"),
+    ("_base_: 3\n", r"_base_ in .* must be a file name or a list of them"),
+    ("_base_: self.yaml\n", r"inherits from itself"),
+    ("_base_: []\ntrain: {_replace_: maybe}\n", r"train._replace_ must be true or false"),
+])
+def test_bad_inheritance_is_named(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(tmp_path / "self.yaml", text))
+
+
+def test_resolved_config_holds_no_markers(tmp_path):
+    write(tmp_path / "parent.yaml", "model: {type: ce, backbone: resnet20_cifar}\n")
+    cfg = load_config(write(tmp_path / "child.yaml", "_base_: parent.yaml\noptim: {_replace_: true, lr: 0.3}\n"))
+    text = config_to_yaml(cfg)
+    assert "_base_" not in text and "_replace_" not in text
+    assert cfg.optim.lr == 0.3 and cfg.optim.momentum == RunConfig().optim.momentum  # sections keep their defaults

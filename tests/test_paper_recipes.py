@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from lttoolkit.engine import train
+from lttoolkit.engine.config import read_config_tree
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
 PER_CLASS_TRAIN = 100  # the fewest that leave the IR-100 tail one image
@@ -63,12 +64,19 @@ def write_cifar100(root: Path) -> Path:
     return root
 
 
+def test_cifar100_recipe_is_cifar10s_on_cifar100():
+    assert yaml.safe_load((CONFIGS / "bbn_cifar100_lt.yaml").read_text(encoding="utf-8"))["_base_"] == "bbn_cifar10_lt.yaml"
+    ten, hundred = read_config_tree(CONFIGS / "bbn_cifar10_lt.yaml"), read_config_tree(CONFIGS / "bbn_cifar100_lt.yaml")
+    assert hundred["data"].pop("dataset") == "cifar100" and ten["data"].pop("dataset") == "cifar10"
+    assert hundred == ten
+
+
 @pytest.mark.parametrize(("name", "dataset", "num_classes", "writer"), [
     ("bbn_cifar10_lt.yaml", "cifar10", 10, write_cifar10),
     ("bbn_cifar100_lt.yaml", "cifar100", 100, write_cifar100),
 ])
 def test_cifar_paper_recipe_runs_as_shipped(tmp_path, name, dataset, num_classes, writer):
-    shipped = yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))
+    shipped = read_config_tree(CONFIGS / name)  # with its _base_ (CIFAR-100-LT inherits CIFAR-10-LT's)
     # The recipe of the paper, Sec. 4.1: ResNet-32, batch 128, 200 epochs, SGD lr 0.1 momentum 0.9,
     # wd 2e-4, 5 warm-up epochs, lr x0.01 at 120 and 160; BBN's reversed sampler and parabolic alpha.
     assert shipped["model"] == {"type": "bbn", "backbone": "resnet32_cifar", "sampler": "reversed",

@@ -135,6 +135,11 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(1, gt=0)
     max_steps_per_epoch: int | None = Field(None, gt=0, description="cap steps per epoch (smoke tests)")
     sync_batchnorm: bool = False
+    loggers: list[str] = Field(
+        default_factory=lambda: ["csv"],
+        description="where each epoch's record goes besides metrics.jsonl: csv (always), tensorboard, or a "
+                    "plugin's logger",
+    )
 
 
 class RunConfig(_Strict):
@@ -289,18 +294,120 @@ def _format_validation(exc: ValidationError) -> str:
     return "invalid config: " + "; ".join(lines)
 
 
-def _deep_merge(into: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+#: In a config file: the file(s) it inherits from, relative to its folder (``_base_: bbn_cifar10_lt.yaml``).
+BASE_KEY = "_base_"
+#: In a mapping of a config file: ``_replace_: true`` replaces the inherited mapping instead of merging into it.
+REPLACE_KEY = "_replace_"
+
+
+def merge_config_trees(into: dict[str, Any], update: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
+    """Merge ``update`` into ``into`` as a config inherits from its ``_base_``; return ``into``.
+
+    Mappings merge key by key, except that a mapping replaces the inherited one when it holds
+    ``_replace_: true`` (mmengine's ``_delete_``), or when it names a different ``type`` than the
+    inherited one (the inherited options belong to another component). Anything else replaces.
+
+    >>> merge_config_trees({"loss": {"type": "focal", "gamma": 2}}, {"loss": {"gamma": 1}})
+    {'loss': {'type': 'focal', 'gamma': 1}}
+    >>> merge_config_trees({"loss": {"type": "focal", "gamma": 2}}, {"loss": {"type": "ldam"}})
+    {'loss': {'type': 'ldam'}}
+    >>> merge_config_trees({"optim": {"lr": 0.1, "gamma": 0.1}}, {"optim": {"_replace_": True, "lr": 0.2}})
+    {'optim': {'lr': 0.2}}
+    """
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict) and key != "model":
-            _deep_merge(into[key], value)
+        here = f"{where}.{key}" if where else str(key)
+        if not isinstance(value, Mapping):
+            into[key] = value
+            continue
+        value = dict(value)
+        replace = value.pop(REPLACE_KEY, False)
+        if not isinstance(replace, bool):
+            raise ConfigError(f"{here}.{REPLACE_KEY} must be true or false, got {replace!r}")
+        existing = into.get(key)
+        other_type = isinstance(existing, dict) and "type" in value and value["type"] != existing.get("type")
+        if replace or other_type or not isinstance(existing, dict):
+            into[key] = merge_config_trees({}, value, where=here)
         else:
-            # A `model:` section is a whole recipe: it replaces the default one.
-            into[key] = dict(value) if isinstance(value, Mapping) else value
+            merge_config_trees(existing, value, where=here)
     return into
+
+
+def _read_config_file(p: Path) -> dict[str, Any]:
+    if p.is_dir():
+        hint = f"; did you mean {str(p / 'config.yaml')!r}?" if (p / "config.yaml").is_file() else ""
+        raise ConfigError(f"config file {str(p)!r} is a folder, not a YAML file{hint}")
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file (see examples/configs/)")
+    try:
+        # A safe loader (a config cannot run code) that also refuses a key given twice.
+        loaded = yaml.load(p.read_text(encoding="utf-8"), Loader=UniqueKeySafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    if loaded is None:
+        # An empty file is a mistake (a wrong path, an unsaved editor), not a request for the defaults.
+        raise ConfigError(
+            f"config file {str(p)!r} is empty; write the settings into it, or run without a CONFIG for "
+            f"the defaults"
+        )
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+def read_config_tree(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a tree, its ``_base_`` files (relative to its folder) merged under it.
+
+    Raises:
+        ConfigError: a file is missing or not YAML, ``_base_`` is not a file name (or a list of
+            them), or a file inherits from itself.
+    """
+    p = Path(path)
+    key = p.resolve()
+    if key in _chain:
+        loop = " -> ".join(str(c) for c in (*_chain, key))
+        raise ConfigError(f"config {str(p)!r} inherits from itself ({loop}); remove one of these {BASE_KEY} entries")
+    loaded = _read_config_file(p)
+    bases = loaded.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise ConfigError(
+            f"{BASE_KEY} in {str(p)!r} must be a file name or a list of them, relative to the file's folder "
+            f"(e.g. {BASE_KEY}: bbn_cifar10_lt.yaml), got {bases!r}"
+        )
+    tree: dict[str, Any] = {}
+    for base in bases:
+        base_path = p.parent / base
+        if not base_path.is_file():
+            raise ConfigError(
+                f"{BASE_KEY}: {base!r} in {str(p)!r} does not exist (looked for {str(base_path)!r}); "
+                f"a base is found relative to the folder of the file that names it"
+            )
+        merge_config_trees(tree, read_config_tree(base_path, (*_chain, key)))
+    return merge_config_trees(tree, loaded)
+
+
+def _with_defaults(tree: Mapping[str, Any]) -> dict[str, Any]:
+    # Sections (data, optim, train) merge into their defaults field by field; a free-form
+    # mapping (model: a method and its options) given anywhere replaces the default one.
+    full: dict[str, Any] = RunConfig().model_dump(mode="json")
+    for key, value in tree.items():
+        field = RunConfig.model_fields.get(str(key))
+        annotation = field.annotation if field is not None else None
+        section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        if section and isinstance(value, Mapping) and isinstance(full.get(key), dict):
+            merge_config_trees(full[key], value, where=str(key))
+        else:
+            full[key] = merge_config_trees({}, value, where=str(key)) if isinstance(value, Mapping) else value
+    return full
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *, base: Mapping[str, Any] | None = None) -> RunConfig:
     """Load a YAML config (or the defaults), apply dotted overrides and validate.
+
+    A config file may inherit from others with ``_base_: other.yaml`` (or a list), relative
+    to its folder: the bases are merged first, then the file over them (mappings key by key;
+    ``_replace_: true`` in a mapping replaces the inherited one). See :func:`merge_config_trees`.
 
     Args:
         path: a YAML file, or None for the defaults (BBN on the embedded data).
@@ -311,32 +418,12 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
         ConfigError: unreadable YAML, unknown field or invalid value; the message
             names the field and the reason.
     """
-    # Start from the defaults so that `model.backbone=x` changes one key of the default
-    # model instead of replacing the whole section.
-    tree: dict[str, Any] = RunConfig().model_dump(mode="json")
-    _deep_merge(tree, dict(base or {}))
+    tree: dict[str, Any] = merge_config_trees({}, dict(base or {}))
     if path is not None:
-        p = Path(path)
-        if p.is_dir():
-            hint = f"; did you mean {str(p / 'config.yaml')!r}?" if (p / "config.yaml").is_file() else ""
-            raise ConfigError(f"config file {str(p)!r} is a folder, not a YAML file{hint}")
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file (see examples/configs/)")
-        try:
-            # A safe loader (a config cannot run code) that also refuses a key given twice.
-            loaded = yaml.load(p.read_text(encoding="utf-8"), Loader=UniqueKeySafeLoader)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
-        if loaded is None:
-            # An empty file is a mistake (a wrong path, an unsaved editor), not a request for the defaults.
-            raise ConfigError(
-                f"config file {str(p)!r} is empty; write the settings into it, or run without a CONFIG for "
-                f"the defaults"
-            )
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level, got {type(loaded).__name__}")
-        _deep_merge(tree, loaded)
-    tree = apply_overrides(tree, overrides)
+        merge_config_trees(tree, read_config_tree(path))
+    # The defaults fill what the files leave out, so that `model.backbone=x` changes one key
+    # of the default model instead of replacing the whole section.
+    tree = apply_overrides(_with_defaults(tree), overrides)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
