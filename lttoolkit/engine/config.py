@@ -39,8 +39,6 @@ __all__ = [
 #: The most epochs a run may have (``train.epochs``); more is surely a typo.
 MAX_EPOCHS = 1_000_000
 
-DATASETS = ("embedded", "fashion_mnist", "cifar10", "cifar100", "image_folder", "json", "text_list")
-
 
 class _Strict(BaseModel):
     # inf/nan are never meaningful settings (lr=inf would only surface as a NaN loss later)
@@ -70,8 +68,9 @@ def _annotation_types(annotation: Any) -> set[Any]:
 class DataConfig(_Strict):
     """Where the data comes from and how it is made long-tailed and loaded."""
 
-    dataset: Literal["embedded", "fashion_mnist", "cifar10", "cifar100", "image_folder", "json", "text_list"] = (
-        "embedded"
+    dataset: str = Field(
+        "embedded", description="a registered dataset (lttk list-components datasets): embedded, fashion_mnist, "
+        "cifar10, cifar100, image_folder, json, text_list, or a plugin's"
     )
     root: str | None = Field(None, description="dataset folder (image root for json/text_list/image_folder)")
     train_annotations: str | None = Field(None, description="json/text_list: training annotation file")

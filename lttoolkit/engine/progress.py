@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-__all__ = ["TrainingProgress", "results_table", "format_metric"]
+__all__ = ["TrainingProgress", "results_table", "format_metric", "epoch_line"]
 
 
 def format_metric(value: Any) -> str:
@@ -50,6 +50,7 @@ class TrainingProgress:
             transient=False,
         )
         self._epoch_task = self._progress.add_task("epochs", total=epochs, completed=start_epoch, stats="")
+        self._epochs = epochs
         self._batch_task: Any = None
         self._images = 0
         self._started = 0.0
@@ -77,12 +78,35 @@ class TrainingProgress:
     def images_per_second(self) -> float:
         return self._images / max(time.perf_counter() - self._started, 1e-9)
 
-    def end_epoch(self, summary: str) -> None:
+    def end_epoch(self, summary: str, record: Mapping[str, Any] | None = None) -> None:
+        """Close an epoch: the bar's summary on a terminal; one plain line when the console is
+        not a terminal (SLURM, nohup, CI logs), where the bars are not drawn."""
         self._progress.update(self._epoch_task, advance=1, stats=summary)
+        if self.enabled and record is not None and not self.console.is_terminal:
+            self.console.print(epoch_line(record, self._epochs), highlight=False, markup=False, soft_wrap=True)
 
     def log(self, message: str) -> None:
         if self.enabled:
             self._progress.console.print(message, highlight=False)
+
+
+def epoch_line(record: Mapping[str, Any], epochs: int) -> str:
+    """One plain line per epoch, for logs that are files.
+
+    >>> epoch_line({"epoch": 2, "loss": 1.23456, "lr": 0.05, "alpha": 0.75, "images_per_second": 210.4,
+    ...             "epoch_seconds": 7.5, "train_top1": 51.0, "test_top1": 48.2, "test_few_shot": None}, 16)
+    'epoch 3/16 loss 1.2346 lr 0.05 alpha 0.75 img/s 210 train top-1 51.00 test top-1 48.20 few n/a (7.5 s)'
+    """
+    parts = [f"epoch {int(record['epoch']) + 1}/{epochs}", f"loss {record['loss']:.4f}", f"lr {record['lr']:.4g}"]
+    if "alpha" in record:
+        parts.append(f"alpha {record['alpha']:.4g}")
+    if "images_per_second" in record:
+        parts.append(f"img/s {record['images_per_second']:.0f}")
+    labels = {"train_top1": "train top-1", "test_top1": "test top-1", "test_many_shot": "many",
+              "test_medium_shot": "medium", "test_few_shot": "few", "val_top1": "val top-1"}
+    parts += [f"{label} {format_metric(record[key])}" for key, label in labels.items() if key in record]
+    text = " ".join(parts)
+    return text + (f" ({record['epoch_seconds']:.1f} s)" if "epoch_seconds" in record else "")
 
 
 def results_table(results: Mapping[str, Any], title: str = "results") -> Table:

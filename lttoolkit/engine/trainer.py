@@ -44,6 +44,7 @@ from lttoolkit.engine.checkpoint import (
 )
 from lttoolkit.engine.config import RunConfig, config_to_yaml, load_config
 from lttoolkit.engine.datasets import DataBundle, build_datasets
+from lttoolkit.engine.loggers import build_loggers
 from lttoolkit.engine.metrics import MetricAccumulator
 from lttoolkit.engine.optim import build_optimizer, build_lr_scheduler
 from lttoolkit.engine.progress import TrainingProgress, format_metric, results_table
@@ -522,6 +523,7 @@ class Trainer:
             if main:
                 save_checkpoint(self._state(epochs - 1), self.run_dir / "last.pt")
                 save_checkpoint(self._state(epochs - 1), self.run_dir / "best.pt")
+        loggers = build_loggers(cfg.train.loggers, self.run_dir) if main else []
         with TrainingProgress(epochs, self.start_epoch, enabled=self.show_progress) as progress:
             progress.log(
                 f"[bold]lttk train[/]: {escape(self.recipe.method)} on {cfg.data.dataset} "
@@ -553,12 +555,17 @@ class Trainer:
                     if main:
                         write_run_file(self.run_dir / "metrics.jsonl", json.dumps(record) + "\n", append=True,
                                        what=f"the metrics of epoch {epoch}", resume_hint=self._resume_hint())
+                        for logger in loggers:
+                            logger.log_epoch(record)
                         if is_last or (epoch + 1) % cfg.train.checkpoint_every == 0:
                             save_checkpoint(self._state(epoch), self.run_dir / "last.pt")
                     progress.end_epoch(
-                        f"loss {record['loss']:.4f} test top-1 {format_metric(record.get('test_top1'))}"
+                        f"loss {record['loss']:.4f} test top-1 {format_metric(record.get('test_top1'))}", record
                     )
             except KeyboardInterrupt:
+                for logger in loggers:
+                    logger.close()
+                loggers = []
                 if main:
                     hint = self._interrupt_hint()
                     if self.show_progress:
@@ -566,6 +573,8 @@ class Trainer:
                     else:
                         Console(stderr=True).print(hint, highlight=False)
                 raise
+        for logger in loggers:
+            logger.close()
         if last_test is None:  # resumed after the last epoch: evaluate what we have
             last_test = self.evaluate("test")
         results = {
@@ -594,17 +603,19 @@ class Trainer:
             if self.replaced is not None:
                 console.print(f"the earlier run of this folder was moved to {escape(str(self.replaced))}",
                               highlight=False)
-            console.print(f"run folder: {escape(str(self.run_dir))} (config.yaml, metrics.jsonl, results.json, "
-                          f"best.pt, last.pt)", highlight=False)
+            console.print(f"run folder: {escape(str(self.run_dir))} (config.yaml, metrics.jsonl, metrics.csv, "
+                          f"results.json, best.pt, last.pt)", highlight=False)
+            console.print(f"evaluate it with: lttk eval {escape(str(self.run_dir / 'best.pt'))}  "
+                          f"(predict: lttk predict {escape(str(self.run_dir / 'best.pt'))} IMAGE...)", highlight=False)
         return results
 
 
 #: Files a run writes into its folder.
-RUN_FILES = ("config.yaml", "metrics.jsonl", "results.json", "best.pt", "last.pt")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "results.json", "best.pt", "last.pt")
 
 #: Fields a resumed run may change: where it runs and how it reports, never what it computes.
-RESUMABLE_CHANGES = ("train.device", "train.amp", "train.eval_every", "train.checkpoint_every", "data.num_workers",
-                     "data.test_batch_size", "data.root", "output_dir", "name", "plugins")
+RESUMABLE_CHANGES = ("train.device", "train.amp", "train.eval_every", "train.checkpoint_every", "train.loggers",
+                     "data.num_workers", "data.test_batch_size", "data.root", "output_dir", "name", "plugins")
 
 #: Up to this many epochs the schedule is checked at every epoch before training; beyond, at as many
 #: epochs spread over the run (the first and the last included).
