@@ -88,3 +88,32 @@ def test_distributed_evaluation_equals_single_process(two_rank_run) -> None:
     assert single["per_class_total"] == rank0["evaluation"]["per_class_total"]
     assert single["top1"] == pytest.approx(rank0["evaluation"]["top1"])
     assert single["top5"] == pytest.approx(rank0["evaluation"]["top5"])
+
+
+@pytest.mark.slow
+def test_two_nodes_with_a_c10d_rendezvous_train_as_one_job(two_rank_run, tmp_path: Path) -> None:
+    # docs/distributed.md: the same torchrun command on every node, a c10d rendezvous. Two local
+    # "nodes" of one process each must train exactly as the two-process single-node run.
+    import socket
+
+    _, overrides, (reference, _) = two_rank_run
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LTTK_DISABLE_PLUGINS": "1"}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+             f"--node_rank={rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
+             "--rdzv_id=lttk-test", str(WORKER), str(tmp_path),
+             *[o for o in overrides if not o.startswith("output_dir=")], f"output_dir={tmp_path / 'runs'}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(out[-2000:] for out in outputs)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert {r["world_size"] for r in ranks} == {2}
+    for key, value in reference["state"].items():
+        for result in ranks:
+            torch.testing.assert_close(result["state"][key], value, rtol=0, atol=0, msg=key)
