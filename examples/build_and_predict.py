@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(model, "split_at"):
         print(f"duplicated block: {model.split_at}")
 
-    test = load_dataset("fashion_mnist_lt_embedded", split="test",
+    test = load_dataset("embedded", split="test",
                         transform=build_transforms("fashion_mnist", train=False, in_chans=recipe.in_chans))
     # Evenly spaced over the (shuffled, balanced) test split.
     indices = [int(i) for i in torch.linspace(0, len(test) - 1, args.images).round()]

@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{json_path} is in the official iNaturalist form; converted to BBN's form in {converted}")
                 json_path = converted
 
-        dataset = load_dataset("json_annotations", root=root, split="train", annotations=str(json_path),
+        dataset = load_dataset("json", root=root, split="train", annotations=str(json_path),
                                allow_outside_root=args.allow_outside_root)
         counts = dataset.class_counts
         print(f"read {len(dataset)} images of {dataset.num_classes} classes from {json_path.name}")

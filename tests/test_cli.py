@@ -21,7 +21,7 @@ from lttoolkit.cli import main
 from lttoolkit.registry import BUILTIN, DISABLE_ENV
 from lttoolkit.registry._builtins import BUILTINS
 
-KINDS = ["samplers", "losses", "schedules", "backbones", "methods"]
+KINDS = ["samplers", "losses", "schedules", "backbones", "methods", "datasets"]
 COMMANDS = ["list-components", "train", "eval", "predict"]
 
 
@@ -204,6 +204,8 @@ _IMPORT_PROBE = textwrap.dedent('''
         note("lttk list-components --json")
         assert main(["list-components", "samplers"]) == 0
         note("lttk list-components samplers")
+        assert main(["list-components", "datasets"]) == 0
+        note("lttk list-components datasets")
     print(json.dumps(report))
 ''')
 
@@ -222,4 +224,12 @@ def test_listing_never_imports_torch_or_timm():
         "lttk list-components": [],
         "lttk list-components --json": [],
         "lttk list-components samplers": [],
+        "lttk list-components datasets": [],
     }
+
+
+def test_list_components_datasets_names_the_configs_datasets():
+    done = lttk("list-components", "datasets", "--json")
+    assert done.returncode == 0, done.stderr
+    names = [row["name"] for row in json.loads(done.stdout)["registries"]["datasets"]]
+    assert names == ["cifar10", "cifar100", "embedded", "fashion_mnist", "image_folder", "json", "text_list"]

@@ -22,8 +22,7 @@ from PIL import Image
 
 from lttoolkit.data.long_tail import largest_n_max
 from lttoolkit.data import (
-    DATASET_NAMES,
-    DEFAULT_TRANSFORM_FAMILY,
+    dataset_transform_family,
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
     TRANSFORM_FAMILIES,
@@ -47,6 +46,7 @@ from lttoolkit.data import (
     read_idx,
 )
 from lttoolkit.errors import ConfigError, DataError, UnknownOptionError
+from lttoolkit.registry import BUILTIN, DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -543,19 +543,19 @@ def dataset_kwargs(tmp_path, cifar10_root, image_root):
     listing = tmp_path / "t.txt"
     listing.write_text("train/cat/a.png 0\ntrain/dog/c d.png 1\n")
     return {
-        "fashion_mnist_lt_embedded": {},
+        "embedded": {},
         "fashion_mnist": {"root": fashion},
         "cifar10": {"root": cifar10_root},
         "cifar100": {"root": tmp_path / "c100"},
         "image_folder": {"root": image_root},
-        "json_annotations": {"root": image_root, "annotations": {"train": ann}},
+        "json": {"root": image_root, "annotations": {"train": ann}},
         "text_list": {"root": image_root, "annotations": listing},
     }
 
 
-@pytest.mark.parametrize("name", DATASET_NAMES)
+@pytest.mark.parametrize("name", [e.name for e in DATASETS.entries() if e.source == BUILTIN])
 def test_load_dataset_every_name(name, dataset_kwargs):
-    family = DEFAULT_TRANSFORM_FAMILY[name]
+    family = dataset_transform_family(name)
     ds = load_dataset(name, split="train", transform=build_transforms(family, False, image_size=32),
                       **dataset_kwargs[name])
     assert len(ds) == len(ds.labels) > 0 and ds.labels.dtype == np.int64
@@ -644,3 +644,17 @@ def test_transform_validation():
         build_transforms("cifar", True, in_chans=2)
     with pytest.raises(ConfigError, match="mean has 2 values but in_chans=3"):
         build_transforms("cifar", True, mean=[0.5, 0.5])
+
+
+def test_former_dataset_names_still_load():
+    assert len(load_dataset("fashion_mnist_lt_embedded", split="test")) == len(load_dataset("embedded", split="test"))
+
+
+def test_datasets_are_one_registry_with_the_configs_names():
+    # One vocabulary: the config's data.dataset, load_dataset and `lttk list-components datasets`.
+    from lttoolkit.engine.config import DataConfig
+
+    builtin = [e.name for e in DATASETS.entries() if e.source == BUILTIN]
+    assert builtin == ["cifar10", "cifar100", "embedded", "fashion_mnist", "image_folder", "json", "text_list"]
+    assert all(DataConfig(dataset=name).dataset == name for name in builtin)
+    assert [dataset_transform_family(n) for n in ("embedded", "cifar10", "json")] == ["fashion_mnist", "cifar", "imagenet"]

@@ -27,6 +27,7 @@ from lttoolkit.errors import (
 from lttoolkit.registry import (
     ALL_REGISTRIES,
     BACKBONES,
+    DATASETS,
     BUILTIN,
     LOSSES,
     METHODS,
@@ -37,7 +38,7 @@ from lttoolkit.registry import (
 )
 from lttoolkit.registry._builtins import BUILTINS
 
-KINDS = ["samplers", "losses", "schedules", "backbones", "methods"]
+KINDS = ["samplers", "losses", "schedules", "backbones", "methods", "datasets"]
 BUILTIN_ROWS = [(kind, name, target, summary) for kind, rows in BUILTINS.items() for name, target, summary in rows]
 
 
@@ -67,7 +68,7 @@ class Wheel:
 
 def test_one_registry_per_kind():
     assert list(ALL_REGISTRIES) == KINDS
-    assert [SAMPLERS, LOSSES, SCHEDULES, BACKBONES, METHODS] == list(ALL_REGISTRIES.values())
+    assert [SAMPLERS, LOSSES, SCHEDULES, BACKBONES, METHODS, DATASETS] == list(ALL_REGISTRIES.values())
     for kind, registry in ALL_REGISTRIES.items():
         assert type(registry) is Registry
         assert registry.kind == kind

@@ -1,4 +1,4 @@
-"""``lttoolkit.scaffold.new_plugin``: names, files, and generated packages that install and pass their tests.
+"""``lttoolkit.cli.scaffold.new_plugin``: names, files, and generated packages that install and pass their tests.
 
 The generated packages are made discoverable two ways: cheaply, by putting
 ``src/`` on ``PYTHONPATH`` next to a hand-written ``<dist>-0.1.0.dist-info``
@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from lttoolkit.errors import ConfigError, LTToolkitError
-from lttoolkit.scaffold import PLUGIN_KINDS, PluginExistsError, new_plugin, package_name
+from lttoolkit.cli.scaffold import PLUGIN_KINDS, TEMPLATES, PluginExistsError, new_plugin, package_name
 
 KINDS = list(PLUGIN_KINDS)
 REGISTRY_OF = {"sampler": "samplers", "loss": "losses", "schedule": "schedules", "backbone": "backbones",
-               "method": "methods"}
+               "method": "methods", "dataset": "datasets"}
 
 
 def dist_name(kind: str) -> str:
@@ -66,7 +66,7 @@ def test_bad_names_are_refused_with_the_reason(name, message, tmp_path):
 
 
 def test_unknown_kind_lists_the_valid_ones(tmp_path):
-    with pytest.raises(ConfigError, match="sampler, loss, schedule, backbone, method"):
+    with pytest.raises(ConfigError, match="sampler, loss, schedule, backbone, method, dataset"):
         new_plugin("my-plugin", tmp_path, kind="optimizer")
 
 
@@ -116,7 +116,8 @@ def test_layout_and_entry_point(kind, tmp_path):
     module = PLUGIN_KINDS[kind].module
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert files == sorted(["README.md", "pyproject.toml", "src/my_plugin/__init__.py", "src/my_plugin/py.typed",
-                            f"src/my_plugin/{module}.py", "tests/test_my_plugin.py"])
+                            f"src/my_plugin/{module}.py", "tests/test_my_plugin.py",
+                            "tests/test_my_plugin_entry_point.py"])
     project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert project["name"] == "my-plugin" and project["version"] == "0.1.0"
     assert list(project["entry-points"]) == [f"lttoolkit.{REGISTRY_OF[kind]}"]
@@ -213,9 +214,10 @@ def test_generated_packages_pass_their_tests_and_are_listed(tmp_path):
 
     outcomes = run_generated_tests([root / "tests" for root in [*roots, broken]], env, tmp_path)
     for kind, root in zip(KINDS, roots):
-        prefix = f"test_{package_name(root.name)}."
-        mine = {test: status for test, status in outcomes.items() if test.startswith(prefix)}
+        prefixes = (f"test_{package_name(root.name)}.", f"test_{package_name(root.name)}_entry_point.")
+        mine = {test: status for test, status in outcomes.items() if test.startswith(prefixes)}
         assert len(mine) >= 4, (kind, mine)
+        assert f"{prefixes[1]}test_entry_point_is_installed_and_listed" in mine, (kind, mine)
         assert set(mine.values()) == {"passed"}, (kind, mine)  # the installed-entry-point test too: no skip
     failed = {test.split("[")[0] for test, status in outcomes.items() if status == "failure"}
     assert failed == {"test_lttk_scaffold_broken.test_values_by_hand",
@@ -246,3 +248,57 @@ def test_pip_installed_packages_pass_their_tests_and_are_listed(tmp_path):
     for kind, root in zip(KINDS, roots):
         row = rows[(REGISTRY_OF[kind], package_name(root.name))]
         assert row["source"] == f"{dist_name(kind)} 0.1.0" and row["status"] == "ok", row
+
+
+# ---------------------------------------------------------------- the templates are code
+
+
+def _template_files() -> list:
+    return sorted((p for p in TEMPLATES.rglob("*.py")), key=str)
+
+
+def test_every_kind_has_its_two_template_modules():
+    names = {p.relative_to(TEMPLATES).as_posix() for p in _template_files()}
+    for kind in KINDS:
+        assert {f"components/{kind}.py", f"tests/{kind}.py"} <= names, kind
+    assert {"package_init.py", "tests/entry_point.py"} <= names
+
+
+@pytest.mark.parametrize("path", _template_files(), ids=lambda p: p.relative_to(TEMPLATES).as_posix())
+def test_templates_are_python_modules_as_shipped(path):
+    # Placeholders are identifiers (__ATTR__, __PACKAGE__): the file is Python before it is filled.
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source, filename=str(path))
+    assert ast.get_docstring(tree), f"{path.name} needs a module docstring"
+    pyflakes = pytest.importorskip("pyflakes.api")
+    from pyflakes.reporter import Reporter
+    import io
+
+    out = io.StringIO()
+    assert pyflakes.check(source, str(path), Reporter(out, out)) == 0, out.getvalue()
+
+
+def test_a_pip_installed_dataset_plugin_is_listed_and_trains(tmp_path):
+    """A third-party dataset, installed with pip, joins `lttk list-components datasets` and `lttk train`."""
+    root = new_plugin("lttk-stripes", tmp_path / "packages", kind="dataset")
+    target = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--no-cache-dir",
+         "--disable-pip-version-check", "--quiet", "--target", str(target), str(root)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, f"pip install failed:\n{result.stdout}\n{result.stderr}"
+    env = _env(target)
+    row = listed_sources(env, tmp_path)[("datasets", "lttk_stripes")]
+    assert row["source"] == "lttk-stripes 0.1.0" and row["status"] == "ok", row
+    out = tmp_path / "runs"
+    done = subprocess.run(
+        [sys.executable, "-m", "lttoolkit", "train", "data.dataset=lttk_stripes", "model.type=ce",
+         "model.backbone=resnet20_cifar", "data.batch_size=16", "train.epochs=1", "train.max_steps_per_epoch=2",
+         "optim.warmup_epochs=0", f"output_dir={out}", "name=stripes", "--quiet"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    results = json.loads((out / "stripes" / "results.json").read_text(encoding="utf-8"))
+    assert results["train_class_counts"] == [48, 24, 12, 6]
+    assert 0.0 <= results["test"]["top1"] <= 100.0

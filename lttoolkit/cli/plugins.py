@@ -9,9 +9,10 @@ from typing import Any
 
 from rich.markup import escape
 
+from lttoolkit.cli.scaffold import PLUGIN_KINDS, new_plugin
 from lttoolkit.registry import ALL_REGISTRIES
 
-KINDS = ("sampler", "loss", "schedule", "backbone", "method")
+KINDS = tuple(PLUGIN_KINDS)  # sampler, loss, schedule, backbone, method, dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -85,8 +86,6 @@ def run_plugins(args: argparse.Namespace) -> int:
 
 
 def run_new(args: argparse.Namespace) -> int:
-    from lttoolkit.scaffold import new_plugin
-
     path = new_plugin(args.name, Path(args.dir), kind=args.kind)
     print(f"wrote {path}\nnext: pip install -e {path} && python -m pytest {path}/tests && lttk plugins")
     return 0

@@ -9,14 +9,14 @@ counts without touching a single image. ``dataset[i]`` returns
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
 from lttoolkit.data.long_tail import class_counts
-from lttoolkit.errors import DataError
+from lttoolkit.errors import ComponentContractError, DataError
 
 __all__ = ["LabelledDataset", "LabelledSubset", "ArrayDataset"]
 
@@ -201,3 +201,26 @@ class ArrayDataset(LabelledDataset):
         out = ArrayDataset(self.images[idx], self.labels[idx], self.classes, self.transform)
         out.metadata = dict(self.metadata)
         return out
+
+
+def check_built_dataset(dataset: Any, *, who: str, options: Mapping[str, Any]) -> None:
+    """What :data:`lttoolkit.registry.DATASETS` checks a plugin's dataset for (docs/plugins.md).
+
+    Raises:
+        ComponentContractError: naming ``who`` (the dataset and its distribution) and what is missing.
+    """
+    missing = [name for name in ("labels", "classes", "num_classes", "subset", "__getitem__", "__len__")
+               if not hasattr(dataset, name)]
+    if missing:
+        raise ComponentContractError(
+            f"{who} returned {type(dataset).__name__}, which lacks {', '.join(missing)}; return a "
+            f"lttoolkit.data.LabelledDataset (e.g. lttoolkit.data.ArrayDataset(images, labels, classes=...))"
+        )
+    labels = np.asarray(dataset.labels)
+    if labels.ndim != 1 or len(labels) != len(dataset) or not np.issubdtype(labels.dtype, np.integer):
+        raise ComponentContractError(
+            f"{who}: labels must be a 1-D integer array with one label per image ({len(dataset)}), got "
+            f"shape {labels.shape} of {labels.dtype}"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= int(dataset.num_classes)):
+        raise ComponentContractError(f"{who}: labels must lie in [0, num_classes={int(dataset.num_classes)})")

@@ -23,8 +23,8 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from lttoolkit.errors import ConfigError
-from lttoolkit.registry import parse_spec
+from lttoolkit.errors import ConfigError, UnknownComponentError
+from lttoolkit.registry import DATASETS, parse_spec
 
 __all__ = [
     "DataConfig",
@@ -187,6 +187,17 @@ class RunConfig(_Strict):
         except ConfigError as exc:
             raise ValueError(f"{exc} (e.g. bbn, ce; see `lttk list-components methods`)") from None
         return value
+
+    @model_validator(mode="after")
+    def _dataset_is_registered(self) -> RunConfig:
+        # A dataset from a module in `plugins:` registers only once that module is loaded (when the
+        # run starts); otherwise an unknown name stops here, before any work.
+        if not self.plugins and self.data.dataset not in DATASETS:
+            try:
+                DATASETS.get(self.data.dataset)
+            except UnknownComponentError as exc:
+                raise ValueError(f"data.dataset: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _milestones_in_range(self) -> RunConfig:

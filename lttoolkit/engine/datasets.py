@@ -12,23 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from lttoolkit.data import DEFAULT_TRANSFORM_FAMILY, build_transforms, load_dataset
+from lttoolkit._introspect import accepted_options
+from lttoolkit.data import build_transforms, dataset_channels, dataset_transform_family, load_dataset
 from lttoolkit.engine.config import DataConfig
 from lttoolkit.errors import ConfigError, DataError
+from lttoolkit.registry import DATASETS
 
 __all__ = ["DataBundle", "build_datasets", "transform_family", "stratified_split", "match_classes"]
 
-# config name -> lttoolkit.data.load_dataset name
-_SOURCES = {
-    "embedded": "fashion_mnist_lt_embedded",
-    "fashion_mnist": "fashion_mnist",
-    "cifar10": "cifar10",
-    "cifar100": "cifar100",
-    "image_folder": "image_folder",
-    "json": "json_annotations",
-    "text_list": "text_list",
-}
-_GREY = {"embedded", "fashion_mnist"}
 _DEFAULT_SIZE = {"cifar": 32, "mnist": 28, "fashion_mnist": 28, "imagenet": 224}
 
 
@@ -53,7 +44,7 @@ def transform_family(cfg: DataConfig) -> str:
     """The transform family of a data config (``auto`` follows the dataset)."""
     if cfg.transforms != "auto":
         return cfg.transforms
-    return DEFAULT_TRANSFORM_FAMILY[_SOURCES[cfg.dataset]]
+    return dataset_transform_family(cfg.dataset)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,30 +167,30 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> DataBundle:
         DataError: missing or malformed data, with the path and the fix.
         ConfigError: options that do not fit the chosen dataset.
     """
-    source = _SOURCES[cfg.dataset]
     family = transform_family(cfg)
-    in_chans = cfg.in_chans or (1 if cfg.dataset in _GREY else 3)
+    in_chans = cfg.in_chans or dataset_channels(cfg.dataset)
     size = cfg.image_size or _DEFAULT_SIZE.get(family, 224)
+    # What the dataset's factory takes, it is given (docs/plugins.md, the dataset protocol).
+    takes, _ = accepted_options(DATASETS.get(cfg.dataset))
     options: dict[str, Any] = {}
-    if cfg.dataset in ("json", "text_list"):
+    if "annotations" in takes:
         if not cfg.train_annotations or not cfg.test_annotations:
             raise ConfigError(
                 f"data.dataset={cfg.dataset} needs data.train_annotations and data.test_annotations "
                 f"(annotation files) and data.root (the image folder)"
             )
+    if "allow_outside_root" in takes:
         options["allow_outside_root"] = cfg.allow_outside_root
-    if cfg.dataset in ("json", "text_list", "image_folder"):
+    if "in_chans" in takes:
         options["in_chans"] = in_chans
-    if cfg.dataset == "embedded" and cfg.root:
-        raise ConfigError("data.root does not apply to the embedded dataset; remove it or pick another data.dataset")
     if cfg.root is not None and not Path(cfg.root).is_dir():
         raise DataError(f"data.root={cfg.root!r} is not a folder; point it at the folder that holds the dataset")
 
     def load(split: str, **extra: Any) -> Any:
         opts = dict(options)
-        if cfg.dataset in ("json", "text_list"):
+        if "annotations" in takes:
             opts["annotations"] = cfg.train_annotations if split == "train" else cfg.test_annotations
-        return load_dataset(source, root=cfg.root, split=split, **opts, **extra)
+        return load_dataset(cfg.dataset, root=cfg.root, split=split, **opts, **extra)
 
     lt: dict[str, Any] = {}
     if cfg.imbalance_ratio is not None:

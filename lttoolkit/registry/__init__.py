@@ -34,6 +34,7 @@ __all__ = [
     "SCHEDULES",
     "BACKBONES",
     "METHODS",
+    "DATASETS",
     "ALL_REGISTRIES",
     "load_plugin",
     "plugins_disabled",
@@ -68,6 +69,11 @@ BACKBONES = Registry(
     call_signature=(None, ("pretrained", "num_classes", "in_chans")),
 )
 METHODS = Registry("methods")
+DATASETS = Registry(
+    "datasets",
+    validate="lttoolkit.data.base:check_built_dataset",
+    call_signature=(None, ("root", "split", "transform")),
+)
 
 ALL_REGISTRIES: dict[str, Registry] = {
     "samplers": SAMPLERS,
@@ -75,6 +81,7 @@ ALL_REGISTRIES: dict[str, Registry] = {
     "schedules": SCHEDULES,
     "backbones": BACKBONES,
     "methods": METHODS,
+    "datasets": DATASETS,
 }
 
 # The one declaration of every builtin: the table, read lazily (nothing is imported here).
