@@ -143,3 +143,10 @@ def test_the_checks_find_a_circle_and_a_family_import(tmp_path):
     graph = import_graph(pkg)
     assert graph["lttoolkit.registry"] == {"lttoolkit.backbones._timm"}
     assert find_cycles(graph) == [["lttoolkit.backbones._timm", "lttoolkit.registry"]]
+
+
+def test_the_architecture_page_names_where_each_new_piece_goes():
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    for piece in ("sampler", "loss", "schedule", "backbone", "method", "dataset"):
+        assert f"new {piece}" in text.lower(), f"docs/architecture.md does not say where a new {piece} goes"
+    assert "docs/architecture.md" in (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
