@@ -39,6 +39,7 @@ TINY_RUN = [
     "data.num_workers=0",
     "train.epochs=1",
     "train.max_steps_per_epoch=2",
+    "train.eval_every=1",  # every epoch evaluated and best.pt written, whatever the quick start does
     "train.device=cpu",
     "optim.warmup_epochs=0",
 ]
