@@ -60,8 +60,9 @@ def test_examples_are_found():
 
 def test_quickstart_is_the_short_bbn_recipe():
     cfg = load_config(quickstart_config_path())
-    assert cfg.data.dataset == "embedded" and cfg.train.epochs == 16
+    assert cfg.data.dataset == "embedded" and cfg.train.epochs == 20 and cfg.data.batch_size == 64
     assert cfg.model["type"] == "bbn" and cfg.optim.milestones[-1] < cfg.train.epochs
+    assert cfg.train.eval_every == cfg.train.epochs  # the test split once, at the end
 
 
 # ----------------------------------------------------------------------------- overrides

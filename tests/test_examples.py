@@ -36,7 +36,7 @@ EXPECTED: dict[str, list[str]] = {
         r"train class counts: \[600, 359, 215, 129, 77, 46, 27, 16, 10, 6\]",
         r"epoch 0: alpha 1\.000, loss [0-9.]+, test top-1 [0-9.]+",  # parabolic: alpha = 1 at T = 0
         r"test top-1 [0-9.]+ \| many [0-9.]+ \| medium [0-9.]+ \| few [0-9.]+ \(last epoch\)",
-        r"run folder: .*\(best\.pt, config\.yaml, last\.pt, metrics\.jsonl, results\.json\)",
+        r"run folder: .*\(best\.pt, config\.yaml, last\.pt, metrics\.csv, metrics\.jsonl, results\.json\)",
     ],
     "plugin_in_30_lines.py": [
         r"load_plugin\('plugin_in_30_lines'\) registered \['losses:poly1', 'schedules:sigmoid'\]",

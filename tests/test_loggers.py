@@ -17,7 +17,7 @@ from lttoolkit.engine.loggers import CSVLogger, build_loggers, register_logger, 
 from lttoolkit.errors import ConfigError
 
 TINY = ["train.epochs=3", "train.max_steps_per_epoch=1", "model.backbone=resnet20_cifar", "data.test_batch_size=500",
-        "optim.warmup_epochs=0"]
+        "optim.warmup_epochs=0", "train.eval_every=1"]
 
 
 def test_a_batch_job_log_gets_one_line_per_epoch_and_the_run_folder(tmp_path: Path) -> None:
