@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lttoolkit import build
 from lttoolkit.errors import PretrainedWeightsError, UnknownComponentError, UnknownOptionError
 from lttoolkit.methods import BilateralWrapper, SingleBranchModel
+from lttoolkit.methods.protocol import EpochInfo
 from lttoolkit.recipe import ComponentSpec, Recipe
 from lttoolkit.registry import METHODS
 
@@ -141,7 +142,8 @@ def test_ce_gives_logits() -> None:
     logits = model.eval()(x)
     assert logits.shape == (4, 10)
     assert torch.equal(logits, model.backbone(x))
-    assert model.combine_loss(F.cross_entropy, logits, (y,)) == F.cross_entropy(logits, y)
+    out = model.training_step([x], [y], F.cross_entropy, EpochInfo(0, 1), model)  # the method protocol
+    assert torch.equal(out.loss, F.cross_entropy(model.backbone(x), y)) and out.batch_size == 4
     groups = model.parameter_groups()
     assert {id(p) for p in groups["classifier"]} == {id(p) for p in model.backbone.fc.parameters()}
     assert len(groups["trunk"]) + len(groups["classifier"]) == len(list(model.parameters()))

@@ -133,3 +133,57 @@ def test_class_balanced_epochs_have_as_many_steps_as_the_dataset(method: str, tm
                              f"output_dir={tmp_path}", "name=run"])
     trainer = Trainer(cfg, progress=False)
     assert trainer.steps_per_epoch == len(trainer.data.train) // 16
+
+
+# ---------------------------------------------------------------- the method protocol
+@pytest.mark.parametrize("name", sorted(n for n in __import__("lttoolkit").METHODS.list()))
+def test_every_builtin_method_implements_the_protocol(name):
+    from lttoolkit import build
+    from lttoolkit.methods.protocol import TrainableMethod, missing_members
+
+    model = build(name, backbone="resnet20_cifar", num_classes=3)
+    assert missing_members(model) == [] and isinstance(model, TrainableMethod)
+
+
+def test_bbn_step_is_one_forward_then_bbn_loss_with_alpha_weighted_hits():
+    import torch.nn.functional as F
+
+    from lttoolkit import bbn_loss, build
+    from lttoolkit.methods.protocol import EpochInfo
+
+    model = build("bbn", backbone="resnet20_cifar", num_classes=3).train()
+    x_c, x_r = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    y_c, y_r = torch.tensor([0, 1, 2, 0]), torch.tensor([2, 2, 1, 0])
+    calls = []
+
+    def forward(*args, **kwargs):
+        calls.append(kwargs)
+        return model(*args, **kwargs)
+
+    out = model.training_step([x_c, x_r], [y_c, y_r], F.cross_entropy, EpochInfo(5, 10), forward)
+    alpha = 1 - (5 / 10) ** 2
+    assert calls == [{"alpha": pytest.approx(alpha)}] and out.stats == {"alpha": pytest.approx(alpha)}
+    torch.testing.assert_close(out.loss, bbn_loss(F.cross_entropy, out.logits, y_c, y_r, alpha))
+    predicted = out.logits.argmax(1)
+    expected = alpha * (predicted == y_c).sum().item() + (1 - alpha) * (predicted == y_r).sum().item()
+    assert float(out.hits) == pytest.approx(expected) and out.batch_size == 4
+
+
+def test_a_method_without_the_protocol_is_refused_naming_what_is_missing(tmp_path):
+    from torch import nn
+
+    from lttoolkit.engine.config import load_config
+    from lttoolkit.engine.trainer import Trainer
+    from lttoolkit.errors import ConfigError
+    from lttoolkit.registry import METHODS
+
+    class OnlyForward(nn.Linear):
+        recipe = None
+
+    METHODS.register(lambda **options: OnlyForward(2, 2), name="only_forward_test")
+    try:
+        cfg = load_config(None, ["model={type: only_forward_test}", f"output_dir={tmp_path}"])
+        with pytest.raises(ConfigError, match="lacks on_train_start, epoch_stats, training_step of the method protocol"):
+            Trainer(cfg, progress=False)
+    finally:
+        METHODS.unregister("only_forward_test")

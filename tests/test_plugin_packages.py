@@ -99,7 +99,9 @@ out["remix"] = [type(remix).__name__, remix.recipe.method, remix.recipe.samplers
 out["remix_rebuilt"] = type(remix.recipe.rebuild()).__name__
 remix.on_train_start(class_counts=[100, 50, 30, 20, 10, 8, 6, 4, 2, 1])
 remix.train()
-value = remix.combine_loss(torch.nn.CrossEntropyLoss(), remix(torch.randn(4, 3, 32, 32)), [torch.tensor([0, 1, 9, 3])])
+from lttoolkit.methods.protocol import EpochInfo
+value = remix.training_step([torch.randn(4, 3, 32, 32)], [torch.tensor([0, 1, 9, 3])], torch.nn.CrossEntropyLoss(),
+                            EpochInfo(0, 1), remix).loss
 value.backward()
 out["remix_loss_finite"] = bool(torch.isfinite(value))
 print(json.dumps(out))

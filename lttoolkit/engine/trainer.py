@@ -49,6 +49,7 @@ from lttoolkit.engine.metrics import MetricAccumulator
 from lttoolkit.engine.optim import build_optimizer, build_lr_scheduler
 from lttoolkit.engine.progress import TrainingProgress, format_metric, results_table
 from lttoolkit.errors import ConfigError, LTToolkitError, ResumeMismatchError, RunExistsError, RunWriteError
+from lttoolkit.methods.protocol import EpochInfo, missing_members
 from lttoolkit.recipe import Recipe
 from lttoolkit._introspect import accepted_options
 from lttoolkit.registry import LOSSES, SAMPLERS, load_plugin, require_distributions
@@ -117,10 +118,12 @@ def _build_model(cfg: RunConfig, data: DataBundle) -> nn.Module:
         raise
     except (TypeError, ValueError) as exc:  # a component's own argument check
         raise ConfigError(f"model ({method}): {exc}; check the model.* options of the config") from exc
-    if not hasattr(model, "recipe") or not hasattr(model, "combine_loss"):
+    missing = missing_members(model)
+    if missing:
         raise ConfigError(
-            f"method {method!r} returned a {type(model).__name__} without a recipe/combine_loss; "
-            f"it cannot be trained by lttk train (see docs/plugins.md, methods)"
+            f"method {method!r} returned a {type(model).__name__} that lacks {', '.join(missing)} of the method "
+            f"protocol (lttoolkit.methods.protocol.TrainableMethod: recipe, on_train_start, epoch_stats, "
+            f"training_step), so lttk train cannot train it; add them (see docs/plugins.md, method)"
         )
     _check_model_takes_the_data(model, cfg, data)
     return model
@@ -166,7 +169,9 @@ def _check_model_takes_the_data(model: nn.Module, cfg: RunConfig, data: DataBund
         try:
             model.train()
             streams = max(1, len(getattr(model.recipe, "samplers", {}) or {}))
-            model(*[torch.zeros(1, *data.input_size)] * streams, **model.training_kwargs(0, cfg.train.epochs))
+            model.on_train_start(list(data.class_counts))
+            model.training_step([torch.zeros(1, *data.input_size)] * streams, [torch.zeros(1, dtype=torch.long)] * streams,
+                                lambda logits, labels: logits.sum(), EpochInfo(0, cfg.train.epochs), model)
         except Exception as exc:
             raise ConfigError(
                 f"data.batch_size=1 does not train model ({cfg.model['type']}, backbone {backbone}): "
@@ -256,8 +261,7 @@ class Trainer:
                            **_with_run_length(SAMPLERS.get(spec.type), spec.options, cfg.train.epochs))
             for i, spec in enumerate(self.recipe.samplers.values())
         ]
-        if hasattr(self.model, "on_train_start"):  # methods that need the class counts (e.g. Remix)
-            self.model.on_train_start(class_counts=list(self.data.class_counts))
+        self.model.on_train_start(list(self.data.class_counts))  # methods that need the counts (e.g. Remix)
         self.loaders = [self._loader(sampler) for sampler in self.samplers]
         # An epoch is the conventional (first) stream's length; shorter streams start over.
         self.steps_per_epoch = len(self.loaders[0])
@@ -290,7 +294,7 @@ class Trainer:
         # A schedule (a plugin's, say) must hold for the epochs of this run, not fail at epoch 150:
         # checked at a bounded number of epochs (all of them up to that many) so set-up stays fast.
         for epoch in checked_epochs(cfg.train.epochs):
-            self.model.training_kwargs(epoch, cfg.train.epochs)
+            self.model.epoch_stats(EpochInfo(epoch, cfg.train.epochs))
         if resume_state is not None:
             self._resume(resume_state)
 
@@ -378,7 +382,8 @@ class Trainer:
             sampler.set_epoch(epoch)
         if hasattr(self.criterion, "set_epoch"):
             self.criterion.set_epoch(epoch, epochs)
-        kwargs = model.training_kwargs(epoch, epochs)
+        info = EpochInfo(epoch, epochs)
+        epoch_stats = model.epoch_stats(info)
         model.train()
         progress.start_epoch(epoch, self.steps_per_epoch)
         total_loss, seen, correct, lr = 0.0, 0, 0, self.optimizer.param_groups[0]["lr"]
@@ -389,8 +394,9 @@ class Trainer:
             images = [x.to(self.device, non_blocking=True) for x, _ in batches]
             targets = [y.to(self.device, non_blocking=True) for _, y in batches]
             with torch.autocast(self.device.type, enabled=self.amp):
-                logits = self.forward_model(*images, **kwargs)
-                loss = model.combine_loss(self.criterion, logits, targets, **kwargs)
+                # The method protocol: one call, one forward (through DDP when distributed).
+                out = model.training_step(images, targets, self.criterion, info, self.forward_model)
+            loss = out.loss
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"the loss became {loss.item()} at epoch {epoch}, step {step}; the run stopped. "
@@ -402,11 +408,11 @@ class Trainer:
             self.scaler.update()
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
             self.lr_scheduler.step()
-            batch = targets[0].shape[0]
+            batch = out.batch_size
             total_loss += loss.item() * batch
             seen += batch
-            correct += self._correct(logits, targets, kwargs)
-            stats = {"loss": loss.item(), "lr": lr, **kwargs}
+            correct += float(out.hits)
+            stats = {"loss": loss.item(), "lr": lr, **out.stats}
             progress.step(sum(x.shape[0] for x in images), stats)
         elapsed = time.perf_counter() - started
         return {
@@ -415,17 +421,8 @@ class Trainer:
             "lr": lr,
             "images_per_second": seen * len(self.loaders) / max(elapsed, 1e-9),
             "epoch_seconds": elapsed,
-            **{k: float(v) for k, v in kwargs.items()},
+            **{k: float(v) for k, v in epoch_stats.items()},
         }
-
-    @staticmethod
-    def _correct(logits: torch.Tensor, targets: Sequence[torch.Tensor], kwargs: Mapping[str, Any]) -> float:
-        """Training hits; for BBN's mixed logits alpha·hits(y_c) + (1 - alpha)·hits(y_r), as the official code."""
-        predicted = logits.argmax(1)
-        if "alpha" in kwargs and len(targets) == 2:
-            alpha = float(kwargs["alpha"])
-            return alpha * float((predicted == targets[0]).sum()) + (1 - alpha) * float((predicted == targets[1]).sum())
-        return float((predicted == targets[0]).sum())
 
     def _trim_metrics_log(self) -> None:
         # Keep one line per epoch: drop the lines of epochs that will run again (a resume from

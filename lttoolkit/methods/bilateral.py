@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from lttoolkit.errors import BackboneSplitError, ComponentContractError
+from lttoolkit.methods.protocol import EpochInfo, StepOutput
 
 __all__ = [
     "BilateralWrapper",
@@ -367,6 +368,34 @@ class BilateralWrapper(nn.Module):
         """BBN's loss: α·L(logits, y_c) + (1−α)·L(logits, y_r) (:func:`bbn_loss`)."""
         y_c, y_r = targets
         return bbn_loss(criterion, logits, y_c, y_r, alpha)
+
+    # ------------------------------------------------------------------ the method protocol
+    def on_train_start(self, class_counts: Sequence[int]) -> None:
+        """BBN needs nothing of the class counts beyond its samplers and loss."""
+
+    def epoch_stats(self, epoch: EpochInfo) -> dict[str, float]:
+        """``{"alpha": α}`` of the epoch, from the alpha schedule (checked to lie in [0, 1])."""
+        return self.training_kwargs(epoch.epoch, epoch.max_epochs)
+
+    def training_step(
+        self,
+        images: Sequence[Tensor],
+        targets: Sequence[Tensor],
+        criterion: Callable[[Tensor, Tensor], Tensor],
+        epoch: EpochInfo,
+        forward: Callable[..., Tensor],
+    ) -> StepOutput:
+        """One forward of both streams, ``forward(x_c, x_r, alpha=α)``, then :func:`bbn_loss`.
+
+        ``hits`` is ``α·hits(y_c) + (1−α)·hits(y_r)``, the official code's training accuracy.
+        """
+        alpha = self.epoch_stats(epoch)["alpha"]
+        (x_c, x_r), (y_c, y_r) = images, targets
+        logits = forward(x_c, x_r, alpha=alpha)
+        predicted = logits.detach().argmax(1)
+        hits = alpha * (predicted == y_c).sum() + (1.0 - alpha) * (predicted == y_r).sum()
+        return StepOutput(loss=bbn_loss(criterion, logits, y_c, y_r, alpha), logits=logits, hits=hits,
+                          batch_size=y_c.shape[0], stats={"alpha": alpha})
 
     # ------------------------------------------------------------------ parameter groups
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lttoolkit.errors import ConfigError
 from lttoolkit.methods._common import plain_options, resolve
+from lttoolkit.methods.protocol import EpochInfo, StepOutput
 from lttoolkit.recipe import ComponentSpec, Recipe
 
 __all__ = ["SingleBranchModel", "CosineClassifier", "single_branch", "init_classifier_bias", "ce"]
@@ -79,12 +80,23 @@ class SingleBranchModel(nn.Module):
             logits = logits - self.posthoc_tau * self.log_prior
         return logits
 
-    def training_kwargs(self, epoch: int, max_epochs: int) -> dict[str, float]:
+    def epoch_stats(self, epoch: EpochInfo) -> dict[str, float]:
+        """Nothing changes with the epoch for a single-branch model."""
         return {}
 
-    @staticmethod
-    def combine_loss(criterion: Callable[[Tensor, Tensor], Tensor], logits: Tensor, targets: Sequence[Tensor]) -> Tensor:
-        return criterion(logits, targets[0])
+    def training_step(
+        self,
+        images: Sequence[Tensor],
+        targets: Sequence[Tensor],
+        criterion: Callable[[Tensor, Tensor], Tensor],
+        epoch: EpochInfo,
+        forward: Callable[..., Tensor],
+    ) -> StepOutput:
+        """The method protocol's step: ``criterion(forward(x), y)`` on the one stream."""
+        logits = forward(images[0])
+        labels = targets[0]
+        return StepOutput(loss=criterion(logits, labels), logits=logits,
+                          hits=(logits.detach().argmax(1) == labels).sum(), batch_size=labels.shape[0])
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by role: ``trunk`` (everything but the classifier) and ``classifier``."""

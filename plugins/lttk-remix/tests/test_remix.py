@@ -9,6 +9,7 @@ from torch import nn
 
 from lttk_remix import RemixModel, remix, remix_label_weights, remix_targets
 from lttoolkit.errors import ConfigError
+from lttoolkit.methods.protocol import EpochInfo
 
 
 class RecordingBackbone(nn.Module):
@@ -88,14 +89,13 @@ def make_model(counts=(300, 100, 10), **options) -> RemixModel:
     return model
 
 
-def test_training_forward_mixes_with_a_permutation_and_lam():
+def test_mix_draws_a_permutation_and_lam():
     model = make_model().train()
     x = torch.randn(8, 1, 2, 2)
     torch.manual_seed(3)
-    model(x)
-    permutation, lam = model._pending_mix
+    permutation, lam = model.draw_mix(8)
     assert 0.0 <= lam <= 1.0 and sorted(permutation.tolist()) == list(range(8))
-    torch.testing.assert_close(model.backbone.seen, lam * x + (1 - lam) * x[permutation])
+    torch.testing.assert_close(RemixModel.mix(x, permutation, lam), lam * x + (1 - lam) * x[permutation])
 
 
 def test_mix_is_reproducible_with_the_global_seed():
@@ -117,48 +117,49 @@ def test_lam_follows_beta_alpha_alpha():
     assert ((peaked < 0.1) | (peaked > 0.9)).float().mean() > 0.5  # Beta(0.2, 0.2) is U-shaped
 
 
-def test_eval_forward_is_plain_and_loss_is_plain():
-    model = make_model().eval()
-    x = torch.randn(4, 1, 2, 2)
-    logits = model(x)
-    assert torch.equal(model.backbone.seen, x)
-    targets = [torch.tensor([0, 1, 2, 0])]
-    torch.testing.assert_close(model.combine_loss(nn.CrossEntropyLoss(), logits, targets),
-                               F.cross_entropy(logits, targets[0]))
+def step(model, x, y, criterion=None, forward=None):
+    return model.training_step([x], [y], criterion or nn.CrossEntropyLoss(), EpochInfo(0, 10), forward or model)
 
 
-def test_mix_false_is_plain_in_training_mode():
+def test_forward_is_the_plain_backbone():
     model = make_model().train()
     x = torch.randn(4, 1, 2, 2)
-    model(x, mix=False)
-    assert torch.equal(model.backbone.seen, x) and model._pending_mix is None
+    model(x)
+    assert torch.equal(model.backbone.seen, x)
 
 
-def test_combine_loss_uses_the_forward_mix_once():
+def test_training_step_mixes_once_and_takes_the_loss_of_that_mix():
     model = make_model().train()
     x, y = torch.randn(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 0, 1])
+    calls = []
+
+    def forward(batch):
+        calls.append(batch)
+        return model(batch)
+
     torch.manual_seed(5)
-    logits = model(x)
-    permutation, lam = model._pending_mix
+    out = step(model, x, y, forward=forward)
+    torch.manual_seed(5)
+    permutation, lam = model.draw_mix(6)
+    assert len(calls) == 1 and torch.allclose(calls[0], RemixModel.mix(x, permutation, lam))  # one forward, mixed
     a, b = remix_targets(y, permutation, lam, torch.tensor([300, 100, 10]))
-    expected = lam * F.cross_entropy(logits, a) + (1 - lam) * F.cross_entropy(logits, b)
-    torch.testing.assert_close(model.combine_loss(nn.CrossEntropyLoss(), logits, [y]), expected)
-    assert model._pending_mix is None  # a second call cannot reuse a stale permutation
-    torch.testing.assert_close(model.combine_loss(nn.CrossEntropyLoss(), logits, [y]), F.cross_entropy(logits, y))
+    expected = lam * F.cross_entropy(out.logits, a) + (1 - lam) * F.cross_entropy(out.logits, b)
+    torch.testing.assert_close(out.loss, expected)
+    assert out.batch_size == 6 and out.stats == {"lam": lam}
+    assert not hasattr(model, "_pending_mix")  # no state kept between a forward and a loss
 
 
-def test_combine_loss_needs_class_counts():
+def test_training_step_needs_class_counts():
     model = RemixModel(RecordingBackbone()).train()
-    logits = model(torch.randn(4, 1, 2, 2))
     with pytest.raises(RuntimeError, match="on_train_start"):
-        model.combine_loss(nn.CrossEntropyLoss(), logits, [torch.tensor([0, 1, 2, 0])])
+        step(model, torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 2, 0]))
 
 
-def test_combine_loss_rejects_a_batch_of_another_size():
+def test_remix_loss_rejects_a_batch_of_another_size():
     model = make_model().train()
     logits = model(torch.randn(4, 1, 2, 2))
-    with pytest.raises(RuntimeError, match="same batch"):
-        model.combine_loss(nn.CrossEntropyLoss(), logits[:3], [torch.tensor([0, 1, 2])])
+    with pytest.raises(RuntimeError, match="mixed over 4 images but got 3 targets"):
+        model.remix_loss(nn.CrossEntropyLoss(), logits[:3], torch.tensor([0, 1, 2]), torch.arange(4), 0.5)
 
 
 def test_class_counts_are_not_saved_in_the_state_dict():
@@ -180,14 +181,14 @@ def test_factory_builds_a_trainable_single_branch_model():
     assert model.recipe.method == "remix"
     assert model.recipe.samplers["main"].type == "instance"
     assert model.recipe.options["alpha"] == 0.5 and model.recipe.options["kappa"] == 2.0
-    assert model.training_kwargs(0, 10) == {}
+    assert model.epoch_stats(EpochInfo(0, 10)) == {}
     with pytest.raises(ConfigError, match="num_classes|classes"):
         model.on_train_start(class_counts=[10, 5])
     model.on_train_start(class_counts=[30, 10, 1])
     model.train()
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 32, 32), torch.tensor([0, 0, 0, 0, 1, 1, 2, 0])
-    loss = model.combine_loss(nn.CrossEntropyLoss(), model(x), [y])
+    loss = step(model, x, y).loss
     loss.backward()
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from lttoolkit.errors import ConfigError
 from lttoolkit.losses import as_class_counts
 from lttoolkit.methods import SingleBranchModel
+from lttoolkit.methods.protocol import EpochInfo, StepOutput
 from lttoolkit.methods.single_branch import single_branch
 
 __all__ = ["RemixModel", "remix", "remix_label_weights", "remix_targets"]
@@ -123,11 +124,11 @@ def _remix_options(alpha: float, kappa: float, tau: float) -> tuple[float, float
 class RemixModel(SingleBranchModel):
     """A single-branch model trained on Remix-mixed batches.
 
-    In training mode ``model(x)`` mixes the batch (``lam ~ Beta(alpha, alpha)``
-    and a random permutation, both from torch's global generator, so
-    ``torch.manual_seed`` makes runs reproducible) and remembers the mix for
-    :meth:`combine_loss`, which lttoolkit's trainer calls right after. In
-    evaluation mode (or with ``mix=False``) ``model(x)`` is the plain backbone.
+    lttoolkit's trainer calls :meth:`training_step` (the method protocol): it draws a
+    mix (``lam ~ Beta(alpha, alpha)`` and a random permutation, both from torch's
+    global generator, so ``torch.manual_seed`` makes runs reproducible), runs one
+    forward of the mixed batch and computes Remix's loss from that same mix, so no
+    state is kept between a forward and a loss. ``model(x)`` is the plain backbone.
 
     Args:
         backbone: a timm-style model whose ``forward`` returns logits.
@@ -138,10 +139,11 @@ class RemixModel(SingleBranchModel):
     >>> from lttoolkit.backbones import create_backbone
     >>> model = RemixModel(create_backbone("resnet20_cifar", num_classes=3))
     >>> model.on_train_start(class_counts=[300, 100, 10])
-    >>> logits = model.train()(torch.randn(4, 3, 32, 32))
-    >>> loss = model.combine_loss(torch.nn.CrossEntropyLoss(), logits, [torch.tensor([0, 1, 2, 0])])
-    >>> loss.dim()
-    0
+    >>> from lttoolkit.methods.protocol import EpochInfo
+    >>> out = model.train().training_step([torch.randn(4, 3, 32, 32)], [torch.tensor([0, 1, 2, 0])],
+    ...                                   torch.nn.CrossEntropyLoss(), EpochInfo(0, 10), model)
+    >>> out.loss.dim(), out.stats["lam"] <= 1.0
+    (0, True)
     """
 
     class_counts: Tensor | None
@@ -151,7 +153,6 @@ class RemixModel(SingleBranchModel):
         self.alpha, self.kappa, self.tau = _remix_options(alpha, kappa, tau)
         # Not persistent: the counts come from the data at every training start, not from checkpoints.
         self.register_buffer("class_counts", None, persistent=False)
-        self._pending_mix: tuple[Tensor, float] | None = None
         concentration = torch.tensor(self.alpha)
         self._lam_distribution = torch.distributions.Beta(concentration, concentration, validate_args=False)
 
@@ -178,30 +179,28 @@ class RemixModel(SingleBranchModel):
         """
         return lam * x + (1.0 - lam) * x[permutation]
 
-    def forward(self, x: Tensor, *, mix: bool | None = None) -> Tensor:
-        """Logits; of a Remix-mixed batch when ``mix`` (default: in training mode)."""
-        if not (self.training if mix is None else mix):
-            self._pending_mix = None
-            return self.backbone(x)
+    def training_step(
+        self,
+        images: Sequence[Tensor],
+        targets: Sequence[Tensor],
+        criterion: Callable[[Tensor, Tensor], Tensor],
+        epoch: EpochInfo,
+        forward: Callable[..., Tensor],
+    ) -> StepOutput:
+        """lttoolkit's method protocol: mix the batch, one forward, Remix's loss of that mix."""
+        x, labels = images[0], targets[0]
         permutation, lam = self.draw_mix(x.shape[0], x.device)
-        self._pending_mix = (permutation, lam)
-        return self.backbone(self.mix(x, permutation, lam))
+        logits = forward(self.mix(x, permutation, lam))
+        loss = self.remix_loss(criterion, logits, labels, permutation, lam)
+        hits = (logits.detach().argmax(1) == labels).sum()
+        return StepOutput(loss=loss, logits=logits, hits=hits, batch_size=labels.shape[0], stats={"lam": lam})
 
-    def combine_loss(self, criterion: Callable[[Tensor, Tensor], Tensor], logits: Tensor,
-                     targets: Sequence[Tensor]) -> Tensor:
-        """Remix's loss for the batch of the last forward: ``lam L(z, a) + (1 - lam) L(z, b)``.
-
-        Falls back to ``criterion(logits, y)`` when the last forward did not mix.
-        """
-        labels = targets[0]
-        pending, self._pending_mix = self._pending_mix, None
-        if pending is None:
-            return criterion(logits, labels)
-        permutation, lam = pending
+    def remix_loss(self, criterion: Callable[[Tensor, Tensor], Tensor], logits: Tensor, labels: Tensor,
+                   permutation: Tensor, lam: float) -> Tensor:
+        """Remix's loss of a batch mixed by ``(permutation, lam)``: ``lam L(z, a) + (1 - lam) L(z, b)``."""
         if permutation.numel() != labels.numel():
             raise RuntimeError(
-                f"remix: the last forward mixed {permutation.numel()} images but combine_loss got "
-                f"{labels.numel()} targets; call combine_loss right after the forward of the same batch"
+                f"remix: the batch was mixed over {permutation.numel()} images but got {labels.numel()} targets"
             )
         if self.class_counts is None:
             raise RuntimeError(

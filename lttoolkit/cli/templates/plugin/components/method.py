@@ -6,8 +6,9 @@ baseline for long-tailed recognition (see Kang et al., "Decoupling
 Representation and Classifier for Long-Tailed Recognition", ICLR 2020).
 
 Protocol (lttoolkit ``docs/plugins.md``): ``factory(**options)`` returning an
-``nn.Module`` that carries ``.recipe`` and has ``training_kwargs`` and
-``combine_loss``; lttoolkit's ``single_branch`` helper builds exactly that.
+``nn.Module`` that carries ``.recipe`` and implements the method protocol
+(``lttoolkit.methods.protocol.TrainableMethod``: ``on_train_start``,
+``epoch_stats``, ``training_step``); lttoolkit's ``single_branch`` helper builds exactly that.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import torch
 
 from lttoolkit import Recipe
 from lttoolkit.errors import LTToolkitError
+from lttoolkit.methods.protocol import EpochInfo, missing_members
 
 from __PACKAGE__ import __ATTR__
 
@@ -22,11 +23,12 @@ def test_builds_a_model_with_a_recipe():
 
 def test_one_training_step_and_inference():
     model = __ATTR__(backbone="resnet20_cifar", num_classes=3)
-    kwargs = model.training_kwargs(0, 10)
+    assert missing_members(model) == []  # lttoolkit's method protocol
     images, targets = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
-    logits = model.train()(images, **kwargs)
-    loss = model.combine_loss(torch.nn.CrossEntropyLoss(), logits, [targets], **kwargs)
-    assert loss.dim() == 0 and torch.isfinite(loss)
+    model.on_train_start([10, 5, 1])
+    out = model.train().training_step([images], [targets], torch.nn.CrossEntropyLoss(), EpochInfo(0, 10), model)
+    loss = out.loss
+    assert loss.dim() == 0 and torch.isfinite(loss) and out.logits.shape == (4, 3)
     loss.backward()
     assert model.eval()(images).shape == (4, 3)
 
