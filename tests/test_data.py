@@ -20,7 +20,6 @@ import pytest
 import torch
 from PIL import Image
 
-from lttoolkit.data.long_tail import largest_n_max
 from lttoolkit.data import (
     dataset_transform_family,
     FASHION_MNIST_CLASSES,
@@ -157,6 +156,8 @@ def test_too_small_class_is_a_data_error():
 
 
 def test_an_already_long_tailed_source_keeps_its_head_by_default():
+    from lttoolkit.data.long_tail import largest_n_max
+
     # docs/datasets.md: the embedded Fashion-MNIST-LT (IR 100) can be made more long-tailed (IR 200)
     embedded = [600, 359, 215, 129, 77, 46, 27, 16, 10, 6]
     labels = np.repeat(np.arange(10), embedded)
