@@ -187,3 +187,20 @@ def test_a_method_without_the_protocol_is_refused_naming_what_is_missing(tmp_pat
             Trainer(cfg, progress=False)
     finally:
         METHODS.unregister("only_forward_test")
+
+
+def test_the_second_stage_is_a_written_protocol_not_probes() -> None:
+    # Decoupling stage 2 (crt, lws, tau_norm) is recognised by its typed protocol; the trainer
+    # probes no method attribute by name (issue 14).
+    import inspect
+
+    from lttoolkit import build
+    from lttoolkit.engine import trainer
+    from lttoolkit.methods.protocol import SecondStageMethod
+
+    for name in ("crt", "lws", "tau_norm", "ce", "bbn", "rs"):
+        model = build(name, backbone="resnet20_cifar", num_classes=3)
+        assert isinstance(model, SecondStageMethod) == (name in ("crt", "lws", "tau_norm")), name
+    assert build("tau_norm", backbone="resnet20_cifar", num_classes=3).requires_training is False
+    source = inspect.getsource(trainer)
+    assert "hasattr(self.model" not in source and "getattr(self.model" not in source

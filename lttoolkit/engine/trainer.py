@@ -49,7 +49,7 @@ from lttoolkit.engine.metrics import MetricAccumulator
 from lttoolkit.engine.optim import build_optimizer, build_lr_scheduler
 from lttoolkit.engine.progress import TrainingProgress, format_metric, results_table
 from lttoolkit.errors import ConfigError, LTToolkitError, ResumeMismatchError, RunExistsError, RunWriteError
-from lttoolkit.methods.protocol import EpochInfo, missing_members
+from lttoolkit.methods.protocol import EpochInfo, SecondStageMethod, missing_members
 from lttoolkit.recipe import Recipe
 from lttoolkit._introspect import accepted_options
 from lttoolkit.registry import LOSSES, SAMPLERS, load_plugin, require_distributions
@@ -234,7 +234,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.data = build_datasets(cfg.data, seed=cfg.seed)
         self.model = _build_model(cfg, self.data).to(self.device)
-        if hasattr(self.model, "load_stage1") and not cfg.init_from and not cfg.model.get("pretrained"):
+        if isinstance(self.model, SecondStageMethod) and not cfg.init_from and not cfg.model.get("pretrained"):
             raise ConfigError(
                 f"model.type={cfg.model['type']} is a decoupling stage 2: it trains or calibrates the classifier on "
                 f"frozen features, which must come from a stage-1 run; pass --from RUN/last.pt (init_from=...), "
@@ -281,7 +281,7 @@ class Trainer:
         if cfg.init_from:
             self._load_initial_weights(cfg.init_from)
         # tau-normalisation (and any method like it) only calibrates: no optimizer.
-        self.trains = bool(getattr(self.model, "requires_training", True))
+        self.trains = not isinstance(self.model, SecondStageMethod) or bool(self.model.requires_training)
         self.optimizer = build_optimizer(self.model, cfg.optim) if self.trains else None
         self.lr_scheduler = (build_lr_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.steps_per_epoch)
                              if self.optimizer else None)
@@ -446,7 +446,7 @@ class Trainer:
         if "model" not in state:
             raise ConfigError(f"init_from={path!r} is not an lttoolkit checkpoint (no 'model' weights)")
         stage1_method = (state.get("recipe") or {}).get("method")
-        if hasattr(self.model, "load_stage1"):
+        if isinstance(self.model, SecondStageMethod):
             self.model.load_stage1(state["model"])
         else:
             try:

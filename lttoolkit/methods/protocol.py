@@ -25,7 +25,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from torch import Tensor
 
-__all__ = ["EpochInfo", "StepOutput", "TrainableMethod", "missing_members", "PROTOCOL_MEMBERS"]
+__all__ = ["EpochInfo", "StepOutput", "TrainableMethod", "SecondStageMethod", "missing_members", "PROTOCOL_MEMBERS"]
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
 
@@ -79,6 +79,32 @@ class TrainableMethod(Protocol):
         forward: Callable[..., Tensor],
     ) -> StepOutput:
         """One step: call ``forward`` once (the model, or its DDP wrapper) and compute the loss."""
+
+
+@runtime_checkable
+class SecondStageMethod(Protocol):
+    """A decoupling stage 2 (Kang et al., ICLR 2020: cRT, LWS, tau-norm), on top of
+    :class:`TrainableMethod`: it starts from a stage-1 run's weights (``--from``).
+
+    The trainer recognises it with ``isinstance(model, SecondStageMethod)``: it refuses to start
+    one without ``init_from``, loads the stage-1 weights with :meth:`load_stage1`, and for a
+    method that ``requires_training`` is false (tau-norm) builds no optimizer and calls
+    :meth:`choose_tau` with the validation split's evaluation instead of training.
+
+    >>> from lttoolkit import build
+    >>> isinstance(build("crt", backbone="resnet20_cifar", num_classes=3), SecondStageMethod)
+    True
+    >>> isinstance(build("ce", backbone="resnet20_cifar", num_classes=3), SecondStageMethod)
+    False
+    """
+
+    requires_training: bool
+
+    def load_stage1(self, state_dict: Any) -> None:
+        """Take the stage-1 run's weights (the representation; the classifier as the method needs)."""
+
+    def choose_tau(self, evaluate: Callable[[], Any]) -> dict[str, Any]:
+        """Calibrate on the validation split (``evaluate()`` gives its metrics); the chosen values."""
 
 
 PROTOCOL_MEMBERS = ("recipe", "on_train_start", "epoch_stats", "training_step")
