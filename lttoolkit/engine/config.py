@@ -121,6 +121,10 @@ class OptimConfig(_Strict):
     schedule: Literal["multistep", "cosine", "constant"] = "multistep"
     milestones: list[int] = Field(default_factory=lambda: [120, 160])
     gamma: float = Field(0.01, gt=0, le=1, description="multistep: lr factor at each milestone")
+    clip_grad_norm: float | None = Field(
+        None, gt=0, description="clip the global gradient norm to this value before every optimizer step "
+        "(torch.nn.utils.clip_grad_norm_); None does not clip"
+    )
 
 
 class TrainConfig(_Strict):
@@ -129,7 +133,37 @@ class TrainConfig(_Strict):
     # Bounded: a run of a billion epochs is a typo, and every epoch's schedule value is checked up front.
     epochs: int = Field(200, gt=0, le=MAX_EPOCHS)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
-    amp: bool | Literal["auto"] = Field("auto", description="mixed precision; auto = on for CUDA")
+    amp: bool | Literal["auto"] = Field(
+        "auto", description="mixed precision (torch.autocast) for training and evaluation; auto = on for CUDA, "
+        "off elsewhere; true also on the CPU (bfloat16)"
+    )
+    amp_dtype: Literal["auto", "bfloat16", "float16"] = Field(
+        "auto", description="the autocast dtype: auto = bfloat16 where the device supports it (CPU, recent "
+        "GPUs), else float16; float16 trains with a GradScaler, bfloat16 needs none"
+    )
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="keep the model's weights and the images in channels_last memory format; auto = "
+        "on for CUDA and the CPU (measured faster there: docs/benchmarks.md), off for MPS"
+    )
+    compile: bool = Field(False, description="torch.compile the model's forward (the first steps are slow)")
+    compile_backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager to debug)")
+    accumulate_steps: int = Field(
+        1, gt=0, description="gradient accumulation: one optimizer step every N batches (effective batch "
+        "N x data.batch_size; the lr schedule counts optimizer steps)"
+    )
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="keep an exponential moving average of the weights (and buffers) with "
+        "this decay, e.g. 0.999 (torch.optim.swa_utils.AveragedModel); evaluated, selected and checkpointed "
+        "instead of the raw weights; None: off"
+    )
+    deterministic: bool = Field(
+        False, description="deterministic algorithms (torch.use_deterministic_algorithms, cudnn.deterministic, "
+        "CUBLAS_WORKSPACE_CONFIG); false turns cudnn.benchmark on for CUDA"
+    )
+    log_every: int = Field(
+        50, gt=0, description="read the loss from the device every N steps (progress, non-finite check); "
+        "fewer reads keep the GPU busy"
+    )
     eval_every: int = Field(1, gt=0)
     checkpoint_every: int = Field(1, gt=0)
     max_steps_per_epoch: int | None = Field(None, gt=0, description="cap steps per epoch (smoke tests)")
@@ -156,7 +190,13 @@ class RunConfig(_Strict):
                     "nothing is imported",
     )
     init_from: str | None = Field(
-        None, description="start from this checkpoint's weights (decoupling stage 2: model.type=crt/lws/tau_norm)"
+        None, description="start from this checkpoint's weights: the tensors whose names and shapes match are "
+        "loaded, the rest keep their initialisation and are reported (CE -> BBN: the last block goes to both "
+        "copies; another number of classes: the classifier is re-made); decoupling stage 2: model.type=crt/lws/tau_norm"
+    )
+    init_exclude: list[str] = Field(
+        default_factory=list, description="with init_from: names of weights not to load (shell-style patterns "
+        "of state-dict keys, e.g. 'classifier.*')"
     )
     model: dict[str, Any] = Field(
         default_factory=lambda: {"type": "bbn", "backbone": "resnet32_cifar"},

@@ -16,8 +16,13 @@ from lttoolkit.recipe import Recipe
 __all__ = ["load_model", "evaluate_checkpoint"]
 
 
-def load_model(checkpoint: str | Path | dict[str, Any], *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(checkpoint: str | Path | dict[str, Any], *, device: str | torch.device = "cpu",
+               ema: bool | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as and load its weights.
+
+    A run trained with ``train.ema_decay`` saves the raw weights (``model``, what training
+    continues from) and their moving average (``ema``), which the run evaluated and selected
+    on; ``ema=None`` loads the average when there is one, ``False`` the raw weights.
 
     Loading uses ``torch.load(weights_only=True)`` and nothing a checkpoint names is imported, so a
     checkpoint cannot run code: components from plugin modules must be loaded first
@@ -38,7 +43,11 @@ def load_model(checkpoint: str | Path | dict[str, Any], *, device: str | torch.d
     # the recipe as trained, so the model still says it started from pretrained weights.
     offline = {"pretrained": False} if recipe.options.get("pretrained") else {}
     model = recipe.rebuild(**offline)
-    model.load_state_dict(state["model"])
+    if ema and "ema" not in state:
+        raise ConfigError(f"{_describe_source(checkpoint)} holds no EMA weights (its run did not set "
+                          f"train.ema_decay); load its weights without ema=True")
+    use_ema = "ema" in state if ema is None else ema
+    model.load_state_dict(state["ema"] if use_ema else state["model"])
     model.recipe = recipe
     return model.to(device).eval(), state
 

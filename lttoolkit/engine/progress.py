@@ -69,11 +69,12 @@ class TrainingProgress:
         self._images = 0
         self._started = time.perf_counter()
 
-    def step(self, images: int, stats: Mapping[str, float]) -> None:
+    def step(self, images: int, stats: Mapping[str, float], advance: int = 1) -> None:
+        """``advance`` steps done, with ``images`` images in all; ``stats`` as of the last of them."""
         self._images += images
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         text = " ".join(f"{k} {v:.4g}" for k, v in stats.items()) + f" img/s {self._images / elapsed:.0f}"
-        self._progress.update(self._batch_task, advance=1, stats=text)
+        self._progress.update(self._batch_task, advance=advance, stats=text)
 
     def images_per_second(self) -> float:
         return self._images / max(time.perf_counter() - self._started, 1e-9)

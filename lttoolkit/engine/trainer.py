@@ -18,9 +18,7 @@ import math
 import os
 import random
 import secrets
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -46,8 +44,10 @@ from lttoolkit.engine.config import RunConfig, config_to_yaml, load_config
 from lttoolkit.engine.datasets import DataBundle, build_datasets
 from lttoolkit.engine.loggers import build_loggers
 from lttoolkit.engine.metrics import MetricAccumulator
+from lttoolkit.engine.numerics import CUBLAS_WORKSPACE, numerics, resolve_amp_dtype, use_channels_last
 from lttoolkit.engine.optim import build_optimizer, build_lr_scheduler
 from lttoolkit.engine.progress import TrainingProgress, format_metric, results_table
+from lttoolkit.engine.weights import InitReport, load_matching_weights
 from lttoolkit.errors import ConfigError, LTToolkitError, ResumeMismatchError, RunExistsError, RunWriteError
 from lttoolkit.methods.protocol import EpochInfo, SecondStageMethod, missing_members
 from lttoolkit.recipe import Recipe
@@ -231,9 +231,14 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        if cfg.train.deterministic and self.device.type == "cuda":  # before CUDA makes its cuBLAS handles
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
         seed_everything(cfg.seed)
         self.data = build_datasets(cfg.data, seed=cfg.seed)
         self.model = _build_model(cfg, self.data).to(self.device)
+        self.channels_last = use_channels_last(cfg.train.channels_last, self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         if isinstance(self.model, SecondStageMethod) and not cfg.init_from and not cfg.model.get("pretrained"):
             raise ConfigError(
                 f"model.type={cfg.model['type']} is a decoupling stage 2: it trains or calibrates the classifier on "
@@ -278,16 +283,27 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
+        self.init_report: InitReport | None = None
         if cfg.init_from:
             self._load_initial_weights(cfg.init_from)
+        if cfg.train.compile:
+            # The forward the method calls is compiled; the state dict stays the plain model's.
+            self.forward_model = torch.compile(self.forward_model, backend=cfg.train.compile_backend)
         # tau-normalisation (and any method like it) only calibrates: no optimizer.
         self.trains = not isinstance(self.model, SecondStageMethod) or bool(self.model.requires_training)
         self.optimizer = build_optimizer(self.model, cfg.optim) if self.trains else None
-        self.lr_scheduler = (build_lr_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.steps_per_epoch)
-                             if self.optimizer else None)
-        use_amp = cfg.train.amp if isinstance(cfg.train.amp, bool) else self.device.type == "cuda"
-        self.amp = bool(use_amp and self.device.type == "cuda")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # The schedule counts optimizer steps: with accumulation, one per accumulate_steps batches.
+        self.lr_scheduler = (build_lr_scheduler(self.optimizer, cfg.optim, cfg.train.epochs,
+                                                self.optimizer_steps_per_epoch) if self.optimizer else None)
+        self.amp_dtype = resolve_amp_dtype(cfg.train, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        # EMA of the weights and buffers (torch's AveragedModel); evaluated and checkpointed when on.
+        self.ema: torch.optim.swa_utils.AveragedModel | None = None
+        if cfg.train.ema_decay is not None and self.trains:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
+                                     use_buffers=True)
         self.start_epoch = 0
         self.best: dict[str, Any] = {"top1": None, "epoch": None, "selected_on": self._selection_split()}
         self.show_progress = progress and self.dist.is_main
@@ -299,6 +315,15 @@ class Trainer:
             self._resume(resume_state)
 
     # ------------------------------------------------------------------ setup helpers
+    @property
+    def optimizer_steps_per_epoch(self) -> int:
+        return math.ceil(self.steps_per_epoch / self.cfg.train.accumulate_steps)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is evaluated, selected and exported: the EMA weights when on, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
     def _default_name(self) -> str:
         # The random part keeps runs started in the same second apart (the folder is also created
         # exclusively, so a clash is refused, never shared).
@@ -339,6 +364,10 @@ class Trainer:
             "optimizer": self.optimizer.state_dict() if self.optimizer else {},
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else {},
             "scaler": self.scaler.state_dict(),
+            # With EMA, "model" stays the raw weights (what training continues from) and "ema" the
+            # averaged ones, which evaluation, prediction and export use (load_model).
+            **({"ema": self.ema.module.state_dict(), "ema_updates": int(self.ema.n_averaged)}
+               if self.ema is not None else {}),
             "rng": capture_rng_state(),
             "recipe": self.recipe.model_dump(mode="json"),
             "config": self.cfg.model_dump(mode="json"),
@@ -359,6 +388,9 @@ class Trainer:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and "ema" in state:
+            self.ema.module.load_state_dict(state["ema"])
+            self.ema.n_averaged.fill_(int(state.get("ema_updates", 1)))
         restore_rng_state(state["rng"])
         self.best = dict(state.get("best") or self.best)
         self.start_epoch = int(state["epoch"]) + 1
@@ -369,15 +401,17 @@ class Trainer:
         """Metrics on the test (or validation) split; under torchrun each rank evaluates a shard
         and the counts are summed, so the result equals a single-process evaluation."""
         dataset = self.data.test if split == "test" else self.data.val
-        distributed.broadcast_buffers(self.model)
-        return evaluate_model(self.model, dataset, self.data.class_counts, device=self.device,
+        model = self.eval_model
+        distributed.broadcast_buffers(model)
+        return evaluate_model(model, dataset, self.data.class_counts, device=self.device,
                               batch_size=self.cfg.data.test_batch_size, num_workers=self.cfg.data.num_workers,
-                              distributed_info=self.dist)
+                              distributed_info=self.dist, amp_dtype=self.amp_dtype,
+                              channels_last=self.channels_last)
 
     # ------------------------------------------------------------------ the loop
     def _train_epoch(self, epoch: int, progress: TrainingProgress) -> dict[str, float]:
         cfg, model = self.cfg, self.model
-        epochs = cfg.train.epochs
+        epochs, accumulate = cfg.train.epochs, cfg.train.accumulate_steps
         for sampler in self.samplers:
             sampler.set_epoch(epoch)
         if hasattr(self.criterion, "set_epoch"):
@@ -386,38 +420,61 @@ class Trainer:
         epoch_stats = model.epoch_stats(info)
         model.train()
         progress.start_epoch(epoch, self.steps_per_epoch)
-        total_loss, seen, correct, lr = 0.0, 0, 0, self.optimizer.param_groups[0]["lr"]
+        # Sums stay on the device and are read every log_every steps: no host sync per step.
+        meter = _StepMeter(self.device, cfg.train.log_every)
+        pending_images = 0  # images of the steps the progress bar has not been told of
+        lr = self.optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
         streams = [iter(self.loaders[0]), *(_endless(loader) for loader in self.loaders[1:])]
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.optimizer.zero_grad(set_to_none=True)
         # islice, not a break: a batch past the last step would be loaded (and augmented) for nothing.
         for step, batches in enumerate(itertools.islice(zip(*streams), self.steps_per_epoch)):
-            images = [x.to(self.device, non_blocking=True) for x, _ in batches]
+            images = [_to_device(x, self.device, memory_format) for x, _ in batches]
             targets = [y.to(self.device, non_blocking=True) for _, y in batches]
-            with torch.autocast(self.device.type, enabled=self.amp):
+            # Accumulation: the group's losses are averaged (a last, shorter group by its own size),
+            # and DDP all-reduces only at the group's last batch.
+            group_start = step - step % accumulate
+            group = min(accumulate, self.steps_per_epoch - group_start)
+            steps_optimizer = step == group_start + group - 1
+            with _no_sync(self.forward_model, not steps_optimizer), \
+                    torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                   enabled=self.amp_dtype is not None):
                 # The method protocol: one call, one forward (through DDP when distributed).
                 out = model.training_step(images, targets, self.criterion, info, self.forward_model)
             loss = out.loss
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"the loss became {loss.item()} at epoch {epoch}, step {step}; the run stopped. "
-                    f"{self._checkpoint_status()}. Lower optim.lr or check the data."
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
-            self.lr_scheduler.step()
-            batch = out.batch_size
-            total_loss += loss.item() * batch
-            seen += batch
-            correct += float(out.hits)
-            stats = {"loss": loss.item(), "lr": lr, **out.stats}
-            progress.step(sum(x.shape[0] for x in images), stats)
+            self.scaler.scale(loss / group if group > 1 else loss).backward()
+            if steps_optimizer:
+                if cfg.optim.clip_grad_norm is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
+                self.lr_scheduler.step()
+                if self.ema is not None:
+                    self.ema.update_parameters(model)
+            meter.add(loss.detach(), out.hits, out.batch_size)
+            batch_images = sum(x.shape[0] for x in images)
+            if meter.due(step) or step == self.steps_per_epoch - 1:
+                mean_loss = meter.read(step)
+                if not math.isfinite(mean_loss):
+                    raise NonFiniteLossError(
+                        f"the loss became {mean_loss} at epoch {epoch}, within steps {meter.interval[0]}-{step}; the run "
+                        f"stopped. {self._checkpoint_status()}. Lower optim.lr (or set optim.clip_grad_norm) or "
+                        f"check the data."
+                    )
+                progress.step(pending_images + batch_images, {"loss": mean_loss, "lr": lr, **out.stats},
+                              advance=step + 1 - meter.interval[0])
+                pending_images = 0
+            else:
+                pending_images += batch_images
         elapsed = time.perf_counter() - started
+        seen = meter.seen
         return {
-            "loss": total_loss / max(seen, 1),
-            "train_top1": 100.0 * correct / max(seen, 1),
+            "loss": meter.total_loss() / max(seen, 1),
+            "train_top1": 100.0 * meter.total_hits() / max(seen, 1),
             "lr": lr,
             "images_per_second": seen * len(self.loaders) / max(elapsed, 1e-9),
             "epoch_seconds": elapsed,
@@ -441,21 +498,23 @@ class Trainer:
         path.write_text("".join(kept), encoding="utf-8")
 
     def _load_initial_weights(self, path: str) -> None:
-        """Start from another run's weights: a decoupling stage 2 or plain fine-tuning."""
+        """Start from another run's weights: a decoupling stage 2, or every tensor that fits
+        (:func:`~lttoolkit.engine.weights.load_matching_weights`), reported."""
         state = load_checkpoint(path)
         if "model" not in state:
             raise ConfigError(f"init_from={path!r} is not an lttoolkit checkpoint (no 'model' weights)")
         stage1_method = (state.get("recipe") or {}).get("method")
         if isinstance(self.model, SecondStageMethod):
             self.model.load_stage1(state["model"])
-        else:
-            try:
-                self.model.load_state_dict(state["model"])
-            except RuntimeError as exc:
-                raise ConfigError(
-                    f"cannot start {self.recipe.method} from {path} (a {stage1_method} checkpoint): the weights do "
-                    f"not fit: {str(exc).splitlines()[0]}"
-                ) from None
+            return
+        report = load_matching_weights(self.model, state["model"], exclude=self.cfg.init_exclude)
+        if report.num_loaded == 0:
+            raise ConfigError(
+                f"cannot start {self.recipe.method} from {path} (a {stage1_method} checkpoint): none of its "
+                f"{len(state['model'])} tensors fits this model by name and shape ({report.summary()}); start from "
+                f"a checkpoint of the same backbone"
+            )
+        self.init_report = report
 
     def _calibrate(self) -> dict[str, Any]:
         """For methods without training (tau-normalisation): choose tau on the validation split."""
@@ -496,8 +555,31 @@ class Trainer:
         return escape_markup_hint(f"interrupted: {self._checkpoint_status()}. "
                                   f"Continue with: lttk train --resume {self.run_dir}")
 
+    def numerics_summary(self) -> str:
+        """``bfloat16 autocast, channels_last, compiled`` and the like, for the log."""
+        train = self.cfg.train
+        parts = [f"{str(self.amp_dtype).removeprefix('torch.')} autocast" if self.amp_dtype else "float32"]
+        if self.scaler.is_enabled():
+            parts.append("GradScaler")
+        parts.append("channels_last" if self.channels_last else "NCHW")
+        if train.compile:
+            parts.append(f"torch.compile ({train.compile_backend})")
+        if train.accumulate_steps > 1:
+            parts.append(f"{train.accumulate_steps} batches per optimizer step "
+                         f"(effective batch {train.accumulate_steps * self.cfg.data.batch_size})")
+        if self.ema is not None:
+            parts.append(f"EMA {train.ema_decay}")
+        if train.deterministic:
+            parts.append("deterministic")
+        return ", ".join(parts)
+
     def fit(self) -> dict[str, Any]:
         """Train to ``train.epochs`` and return the results (also written to ``results.json``)."""
+        # Determinism flags are global in PyTorch: set for the run, put back after it.
+        with numerics(self.cfg.train, self.device):
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
         epochs = cfg.train.epochs
         main = self.dist.is_main
@@ -527,6 +609,9 @@ class Trainer:
                 f"({len(self.data.train)} train / {len(self.data.test)} test images, {self.data.num_classes} classes), "
                 f"{self.steps_per_epoch} steps/epoch, device {self.device}, run dir {escape(str(self.run_dir))}"
             )
+            if self.init_report is not None:
+                progress.log(f"init_from {escape(str(cfg.init_from))}: {escape(self.init_report.summary())}")
+            progress.log(f"precision {self.numerics_summary()}")
             if self.replaced is not None:
                 progress.log(f"[yellow]--overwrite[/]: the earlier run in this folder was moved to "
                              f"{escape(str(self.replaced))}")
@@ -591,6 +676,10 @@ class Trainer:
             results["calibration"] = calibration
         if cfg.init_from:
             results["init_from"] = cfg.init_from
+            if self.init_report is not None:
+                results["init_report"] = self.init_report.to_dict()
+        if self.ema is not None:
+            results["weights"] = f"EMA of the weights (decay {cfg.train.ema_decay})"
         if main:
             write_run_file(self.run_dir / "results.json", json.dumps(results, indent=2), what="the results",
                            resume_hint=self._resume_hint())
@@ -611,7 +700,8 @@ class Trainer:
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "results.json", "best.pt", "last.pt")
 
 #: Fields a resumed run may change: where it runs and how it reports, never what it computes.
-RESUMABLE_CHANGES = ("train.device", "train.amp", "train.eval_every", "train.checkpoint_every", "train.loggers",
+RESUMABLE_CHANGES = ("train.device", "train.amp", "train.channels_last", "train.compile", "train.deterministic",
+                     "train.log_every", "train.eval_every", "train.checkpoint_every", "train.loggers",
                      "data.num_workers", "data.test_batch_size", "data.root", "output_dir", "name", "plugins")
 
 #: Up to this many epochs the schedule is checked at every epoch before training; beyond, at as many
@@ -727,7 +817,7 @@ def write_run_file(path: Path, text: str, *, what: str, append: bool = False, re
     except OSError as exc:
         reason = ("no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
                   else exc.strerror or str(exc))
-        hint = resume_hint or f"free some space or choose another output_dir, then start again"
+        hint = resume_hint or "free some space or choose another output_dir, then start again"
         failure = RunWriteError(f"could not write {what} to {path}: {reason}. {hint}")
         failure.errno = exc.errno
         raise failure from exc
@@ -799,6 +889,60 @@ def _check_output_dir(run_dir: Path) -> None:
         raise ConfigError(f"cannot create the run folder {run_dir}: {probe} is not writable; choose another output_dir")
 
 
+class _StepMeter:
+    """Loss and hit sums of an epoch, kept on the device and read every ``every`` steps."""
+
+    def __init__(self, device: torch.device, every: int) -> None:
+        self.every = every
+        self.loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.hits = torch.zeros((), device=device, dtype=torch.float64)
+        self.seen = 0
+        self.since = 0  # the first step not read yet
+        self.interval = (0, 0)  # the steps of the last read
+        self._read_loss = 0.0
+        self._read_seen = 0
+
+    def add(self, loss: torch.Tensor, hits: float | torch.Tensor, batch: int) -> None:
+        self.loss += loss.to(torch.float64) * batch
+        self.hits += hits
+        self.seen += batch
+
+    def due(self, step: int) -> bool:
+        return (step + 1) % self.every == 0
+
+    def read(self, step: int) -> float:
+        """The mean loss of the steps since the last read, up to ``step`` (one host sync);
+        non-finite if any of them was."""
+        self.interval, self.since = (self.since, step), step + 1
+        total = self.loss.item()
+        interval = total - self._read_loss
+        mean = interval / max(self.seen - self._read_seen, 1) if math.isfinite(total) else total
+        self._read_loss, self._read_seen = total, self.seen
+        return mean
+
+    def total_loss(self) -> float:
+        return self.loss.item()
+
+    def total_hits(self) -> float:
+        return self.hits.item()
+
+
+def _to_device(images: torch.Tensor, device: torch.device, memory_format: torch.memory_format) -> torch.Tensor:
+    if images.dim() == 4 and memory_format is torch.channels_last:
+        return images.to(device, non_blocking=True, memory_format=memory_format)
+    return images.to(device, non_blocking=True)
+
+
+def _no_sync(module: nn.Module, skip: bool) -> Any:
+    """DDP's ``no_sync`` for the batches of an accumulation group before its last one."""
+    import contextlib
+
+    inner = getattr(module, "_orig_mod", module)  # through torch.compile's wrapper
+    if skip and hasattr(inner, "no_sync"):
+        return inner.no_sync()
+    return contextlib.nullcontext()
+
+
 def _endless(loader: DataLoader) -> Iterator[Any]:
     """Batches of ``loader``, starting over when it runs out (a re-balancing stream
     may be shorter than the conventional one that sets the epoch's length)."""
@@ -821,11 +965,13 @@ def _endless(loader: DataLoader) -> Iterator[Any]:
 @torch.no_grad()
 def evaluate_model(model: nn.Module, dataset: Any, train_class_counts: Sequence[int], *,
                    device: torch.device | str = "cpu", batch_size: int = 256, num_workers: int = 0,
-                   distributed_info: distributed.DistributedInfo | None = None) -> dict[str, Any]:
+                   distributed_info: distributed.DistributedInfo | None = None,
+                   amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> dict[str, Any]:
     """Top-1/5, many/medium/few-shot and per-class accuracy of ``model`` on ``dataset`` (O(C) state).
 
     With ``distributed_info`` of several processes, each evaluates the disjoint shard
-    ``rank::world_size`` and the per-class counts are summed over processes.
+    ``rank::world_size`` and the per-class counts are summed over processes. ``amp_dtype``
+    evaluates under autocast (as the run trained); ``channels_last`` sends the images so.
     """
     model.eval()
     info = distributed_info or distributed.DistributedInfo()
@@ -833,8 +979,12 @@ def evaluate_model(model: nn.Module, dataset: Any, train_class_counts: Sequence[
         dataset = torch.utils.data.Subset(dataset, distributed.shard_indices(len(dataset), info))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     meter = MetricAccumulator(len(train_class_counts))
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for images, targets in loader:
-        meter.update(model(images.to(device)), targets.to(device))
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(_to_device(images, device, memory_format))
+        meter.update(logits.float(), targets.to(device))
     if info.enabled:
         state = meter.state_tensors(device=device)
         meter.load_state({name: distributed.all_reduce_sum(tensor) for name, tensor in state.items()})
