@@ -149,6 +149,8 @@ def run_overrides(key: RunKey, args: Any, run_dir: Path, stage1_dir: Path | None
              f"train.eval_every={max(1, min(args.eval_every, epochs))}"]
     if quick:
         train.append("train.max_steps_per_epoch=2")
+    if args.precision == "bf16":
+        train += ["train.amp=true", "train.amp_dtype=bfloat16", "train.channels_last=true"]
     out = [f"seed={key.seed}", f"output_dir={run_dir.parent}", f"name={run_dir.name}",
            f"model.type={key.method}", "model.backbone=resnet32_cifar", *data, *optim, *train]
     if stage1_dir is not None:
@@ -169,6 +171,8 @@ def budget_dir(args: Any) -> Path:
     tag = "quick" if args.quick else f"epochs{args.epochs}-nmax{args.n_max}"
     if not args.quick and (args.warmup_epochs, args.gamma) != (2, 0.1):  # the first grid's schedule has no suffix
         tag += f"-warmup{args.warmup_epochs}-gamma{args.gamma:g}"
+    if args.precision != "fp32":
+        tag += f"-{args.precision}"
     return args.out_dir / tag
 
 
@@ -645,6 +649,9 @@ def parse_args(argv: list[str] | None = None) -> Any:
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="start no run that its estimate says would not finish within this many minutes")
     parser.add_argument("--device", default="auto", help="train.device of the runs (default auto)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="fp32 (default) or bf16: autocast to bfloat16 with channels_last (train.amp_dtype); "
+                             "its runs go to a folder of their own (suffix -bf16)")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep best.pt of every run and last.pt of every method (default: last.pt of ce, rs, "
                              "rw and bbn only, which stage 2 and the weight-norm figure use)")
@@ -677,6 +684,8 @@ def main(argv: list[str] | None = None) -> int:
               f"epochs, lr x{args.gamma:g} at epochs {milestones(args.epochs)}; cRT / LWS {args.crt_epochs} epochs "
               f"(cosine, class-balanced); "
               f"resnet32_cifar, 1 channel; test numbers from the last epoch")
+    if args.precision == "bf16":
+        budget += "; bfloat16 autocast and channels_last"
     if args.quick:
         budget = "quick smoke run on the embedded data: 1 epoch of 2 steps (numbers mean nothing)"
     report.settings.update({
@@ -685,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_epochs": args.warmup_epochs, "lr": 0.1, "weight_decay": 2e-4, "batch_size": 128, "val_fraction": VAL_FRACTION,
         "eval_every": args.eval_every, "backbone": "resnet32_cifar", "in_chans": 1, "methods": args.methods,
         "seeds": args.seeds, "ratios": args.ratios, "orders": args.orders, "max_minutes": args.max_minutes,
-        "threads": args.threads, "runs_dir": str(root),
+        "threads": args.threads, "runs_dir": str(root), "precision": args.precision,
         "shot_groups": "many > 100, medium 20-100, few < 20 training images (Liu et al. 2019); head/middle/tail: "
                        "the 3 / 4 / 3 classes with most / middle / fewest training images",
     })
