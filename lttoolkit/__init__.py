@@ -40,6 +40,8 @@ _LAZY: dict[str, str] = {
     "ComponentSpec": "lttoolkit.recipe",
     "BilateralWrapper": "lttoolkit.methods.bilateral",
     "SingleBranchModel": "lttoolkit.methods.single_branch",
+    "MultiExpertWrapper": "lttoolkit.methods.multi_expert",
+    "BilateralExperts": "lttoolkit.methods.multi_expert",
     "create_backbone": "lttoolkit.backbones",
     "find_last_block": "lttoolkit.methods.bilateral",
     "Classifier": "lttoolkit.inference",
@@ -60,6 +62,8 @@ __all__ = [
     "ComponentSpec",
     "BilateralWrapper",
     "SingleBranchModel",
+    "MultiExpertWrapper",
+    "BilateralExperts",
     "create_backbone",
     "find_last_block",
     "Classifier",
@@ -85,6 +89,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from lttoolkit.inference import Classifier
     from lttoolkit.methods.bbn_official import convert_official_bbn, load_official_bbn
     from lttoolkit.methods.bilateral import BilateralWrapper, bbn_logits, bbn_loss, find_last_block
+    from lttoolkit.methods.multi_expert import BilateralExperts, MultiExpertWrapper
     from lttoolkit.methods.single_branch import SingleBranchModel
     from lttoolkit.recipe import ComponentSpec, Recipe
 

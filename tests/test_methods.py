@@ -11,7 +11,7 @@ from lttoolkit import METHODS, build
 from lttoolkit.engine.config import load_config
 from lttoolkit.engine.trainer import Trainer
 from lttoolkit.methods import CosineClassifier
-from lttoolkit.methods.decoupling import DecoupledModel
+from lttoolkit.methods.protocol import SecondStageMethod
 from lttoolkit.registry import LOSSES
 
 BUILTIN_METHODS = [e.name for e in METHODS.entries() if not e.is_plugin]
@@ -38,12 +38,20 @@ def stage1_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     return out / "s1" / "last.pt"
 
 
+@pytest.fixture(scope="module")
+def ride_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("ride")
+    Trainer(load_config(None, ["model.type=ride", *TINY_RUN, f"output_dir={out}", "name=s1"]), progress=False).fit()
+    return out / "s1" / "last.pt"
+
+
 @pytest.mark.parametrize("method", BUILTIN_METHODS)
 def test_method_trains_one_tiny_epoch(method: str, tmp_path, request: pytest.FixtureRequest) -> None:
     # tau_norm picks tau on a validation split; the others simply train on 90% of the data then.
-    # Decoupling stage-2 methods start from a stage-1 checkpoint.
-    stage2 = isinstance(build(method, backbone="resnet20_cifar", num_classes=10), DecoupledModel)
-    start = [f"init_from={request.getfixturevalue('stage1_checkpoint')}"] if stage2 else []
+    # Stage-2 methods start from a stage-1 checkpoint: decoupling from ce, RIDE's router from ride.
+    stage2 = isinstance(build(method, backbone="resnet20_cifar", num_classes=10), SecondStageMethod)
+    stage1 = "ride_checkpoint" if method == "ride_ea" else "stage1_checkpoint"
+    start = [f"init_from={request.getfixturevalue(stage1)}"] if stage2 else []
     cfg = load_config(None, [f"model.type={method}", *TINY_RUN, f"output_dir={tmp_path}", "name=run", *start])
     results = Trainer(cfg, progress=False).fit()
     assert results["method"] == method

@@ -21,6 +21,7 @@ from lttoolkit.losses.focal import FocalLoss, focal_loss
 from lttoolkit.losses.label_smoothing import LabelSmoothingLoss
 from lttoolkit.losses.ldam import LDAMLoss, ldam_margins
 from lttoolkit.losses.logit_adjusted import LogitAdjustedLoss, adjust_logits, log_prior
+from lttoolkit.losses.ride import RIDELoss, ride_diversity_weights
 
 __all__ = [
     "LongTailLoss",
@@ -31,9 +32,11 @@ __all__ = [
     "BalancedSoftmaxLoss",
     "LogitAdjustedLoss",
     "LabelSmoothingLoss",
+    "RIDELoss",
     "adjust_logits",
     "log_prior",
     "ldam_margins",
+    "ride_diversity_weights",
     "focal_loss",
     "per_class_weights",
     "weighted_mean",

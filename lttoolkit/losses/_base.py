@@ -293,6 +293,13 @@ class LongTailLoss(nn.Module):
         Returns:
             A scalar tensor.
         """
+        self.check_inputs(logits, targets)
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
+        return self.reduce(self.per_sample_loss(logits, targets), targets, self.current_weights())
+
+    def check_inputs(self, logits: Tensor, targets: Tensor) -> None:
+        """Raise ``ValueError`` unless ``logits`` is ``[B, C]`` and ``targets`` ``[B]``."""
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"{type(self).__name__} expects logits of shape [batch, {self.num_classes}] "
@@ -303,9 +310,6 @@ class LongTailLoss(nn.Module):
                 f"{type(self).__name__} expects targets of shape [{logits.shape[0]}] (one class index per "
                 f"row of logits), got {tuple(targets.shape)}"
             )
-        if logits.dtype in (torch.float16, torch.bfloat16):
-            logits = logits.float()
-        return self.reduce(self.per_sample_loss(logits, targets), targets, self.current_weights())
 
     def reduce(self, per_sample: Tensor, targets: Tensor, class_weights: Tensor | None) -> Tensor:
         """Batch reduction of the per-sample losses: :func:`weighted_mean` unless a loss overrides it."""
