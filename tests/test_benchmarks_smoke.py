@@ -42,6 +42,8 @@ ROW_KEYS = {
     "reproduce": {"method", "imbalance_ratio", "order", "n", "top1_mean", "top1_std"},
     "train_speed": {"variant", "method", "images_per_step", "images_per_second", "speedup_over_fp32_nchw"},
     "gpu_check": {"part", "what", "value"},
+    "metrics_scale": {"classes", "accumulator", "state_bytes", "temporary_bytes_per_batch", "seconds",
+                      "results_json_bytes"},
 }
 EXTRA_ARGS: dict[str, list[str]] = {}
 

@@ -8,6 +8,7 @@ from lttoolkit.engine.config import DataConfig, OptimConfig, RunConfig, TrainCon
 from lttoolkit.engine.evaluate import evaluate_checkpoint, load_model
 from lttoolkit.engine.metrics import MetricAccumulator
 from lttoolkit.engine.trainer import Trainer, evaluate_model, train
+from lttoolkit.engine.weights import InitReport, load_matching_weights
 from lttoolkit.inference import predict  # over lttoolkit.Classifier, which loads through load_model
 
 __all__ = [
@@ -23,4 +24,6 @@ __all__ = [
     "load_model",
     "predict",
     "MetricAccumulator",
+    "load_matching_weights",
+    "InitReport",
 ]

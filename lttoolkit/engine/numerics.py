@@ -22,7 +22,8 @@ import torch
 from lttoolkit.engine.config import TrainConfig
 from lttoolkit.errors import ConfigError
 
-__all__ = ["resolve_amp_dtype", "use_channels_last", "configure_numerics", "NumericsState", "CUBLAS_WORKSPACE"]
+__all__ = ["resolve_amp_dtype", "use_channels_last", "configure_numerics", "numerics", "NumericsState",
+           "cpu_has_native_bfloat16", "amp_warning", "CUBLAS_WORKSPACE"]
 
 #: The cuBLAS workspace setting deterministic CUDA runs need (PyTorch's reproducibility notes).
 CUBLAS_WORKSPACE = ":4096:8"
@@ -50,6 +51,25 @@ def resolve_amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | N
     if device.type == "mps":
         return torch.float16
     return torch.bfloat16
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX-512 BF16); elsewhere oneDNN
+    converts, and bfloat16 autocast can be slower than float32."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # an older or other build of torch: assume not
+        return False
+
+
+def amp_warning(dtype: torch.dtype | None, device: torch.device) -> str | None:
+    """A warning for the log when the chosen autocast is likely slower than float32 here."""
+    if device.type == "cpu" and dtype is torch.bfloat16 and not cpu_has_native_bfloat16():
+        return ("this CPU has no native bfloat16 (AMX or AVX-512 BF16): bfloat16 autocast may be slower than "
+                "float32 here; set train.amp=false")
+    if device.type == "cpu" and dtype is torch.float16:
+        return "float16 autocast on a CPU is slow (and needs a GradScaler); bfloat16 is the CPU's fast dtype"
+    return None
 
 
 def use_channels_last(option: bool | str, device: torch.device) -> bool:

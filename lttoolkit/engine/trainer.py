@@ -44,7 +44,7 @@ from lttoolkit.engine.config import RunConfig, config_to_yaml, load_config
 from lttoolkit.engine.datasets import DataBundle, build_datasets
 from lttoolkit.engine.loggers import build_loggers
 from lttoolkit.engine.metrics import MetricAccumulator
-from lttoolkit.engine.numerics import CUBLAS_WORKSPACE, numerics, resolve_amp_dtype, use_channels_last
+from lttoolkit.engine.numerics import CUBLAS_WORKSPACE, amp_warning, numerics, resolve_amp_dtype, use_channels_last
 from lttoolkit.engine.optim import build_optimizer, build_lr_scheduler
 from lttoolkit.engine.progress import TrainingProgress, format_metric, results_table
 from lttoolkit.engine.weights import InitReport, load_matching_weights
@@ -612,6 +612,9 @@ class Trainer:
             if self.init_report is not None:
                 progress.log(f"init_from {escape(str(cfg.init_from))}: {escape(self.init_report.summary())}")
             progress.log(f"precision {self.numerics_summary()}")
+            warning = amp_warning(self.amp_dtype, self.device)
+            if warning:
+                progress.log(f"[yellow]warning[/]: {escape(warning)}")
             if self.replaced is not None:
                 progress.log(f"[yellow]--overwrite[/]: the earlier run in this folder was moved to "
                              f"{escape(str(self.replaced))}")
