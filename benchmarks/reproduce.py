@@ -11,7 +11,8 @@ form (``data.in_chans=1``), trained with the BBN recipe scaled to a CPU budget.
 Methods: ``ce``, ``rs``, ``rw``, ``ldam_drw`` (Cao et al. 2019), ``balanced_softmax``
 (Ren et al. 2020), ``logit_adjust`` (Menon et al. 2021), ``crt`` and ``tau_norm``
 (decoupling stage 2, Kang et al. 2020, from the ``ce`` run of the same IR, seed and
-class order) and ``bbn``. Each (method, IR, seed, class order) is one run folder.
+class order), ``bbn`` and ``ride`` (Wang et al. 2021: three experts on a shared trunk, without
+the expert-assignment router). Each (method, IR, seed, class order) is one run folder.
 
 Class order: in the natural order the tail classes (bag, ankle boot) are easy and
 the confusable ones (shirt, T-shirt, pullover, coat) sit in the head and middle, so
@@ -69,19 +70,20 @@ DESCRIPTION = ("top-1 and many/medium/few-shot accuracy of BBN and eight long-ta
 # Run order inside one (IR, order, seed) block: the headline pair first, then the stage-2
 # methods that need only the ce run (cheap), then the other single-branch methods.
 METHODS = ("ce", "bbn", "tau_norm", "crt", "lws", "rs", "rw", "drw", "ldam_drw", "cb_focal", "balanced_softmax",
-           "logit_adjust")
+           "logit_adjust", "ride")
 STAGE1_OF = {"crt": "ce", "lws": "ce", "tau_norm": "ce"}
 # Methods of the first (short-budget) grid; the default selection when --methods is not given.
 SHORT_METHODS = ("ce", "bbn", "tau_norm", "crt", "rs", "rw", "ldam_drw", "balanced_softmax", "logit_adjust")
 # Row order of the report tables.
 REPORT_ORDER = ("ce", "rs", "rw", "drw", "ldam_drw", "cb_focal", "balanced_softmax", "logit_adjust", "crt", "lws",
-                "tau_norm", "bbn")
+                "tau_norm", "bbn", "ride")
 # Stage-2 methods that re-train the classifier for --crt-epochs (cosine, no warm-up).
 CLASSIFIER_RETRAINING = ("crt", "lws")
 # Cost of one epoch relative to ce on the same data, for runs without a history of their own:
 # bbn feeds two streams through the network; cRT trains only the classifier; tau-norm scores
-# the validation split once per tau of its grid (21) and the test split once.
-COST_UNITS = {"bbn": 2.0, "crt": 0.45, "lws": 0.45, "tau_norm": 0.6}
+# the validation split once per tau of its grid (21) and the test split once; ride runs the first
+# stage once and three 3/4-wide copies of the other two (about 1.5 times ResNet-32's FLOPs).
+COST_UNITS = {"bbn": 2.0, "crt": 0.45, "lws": 0.45, "tau_norm": 0.6, "ride": 1.5}
 # Checkpoints kept after a run finishes: ce feeds the stage-2 runs; ce, rs, rw and bbn are
 # the classifiers of BBN's weight-norm figure (Zhou et al. 2020, Fig. 5).
 KEEP_LAST = {"ce", "rs", "rw", "bbn"}
@@ -658,7 +660,8 @@ def parse_args(argv: list[str] | None = None) -> Any:
     parser.add_argument("--report", action="store_true", help="only collect the finished runs into the report")
     args = parser.parse_args(argv)
     if args.quick:
-        args.methods = [m for m in args.methods if m in ("ce", "bbn", "tau_norm")] or ["ce", "bbn", "tau_norm"]
+        # The smoke run trains the headline methods, and ride when asked for (--methods ride).
+        args.methods = [m for m in args.methods if m in ("ce", "bbn", "tau_norm", "ride")] or ["ce", "bbn", "tau_norm"]
         args.seeds, args.ratios, args.orders = args.seeds[:1], [10.0], ["natural"]
         args.epochs, args.n_max, args.eval_every = 1, 60, 1  # the embedded set has 6 images in its smallest class
     if args.crt_epochs is None:
