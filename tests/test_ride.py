@@ -234,6 +234,10 @@ def test_routed_inference_takes_the_mean_of_the_experts_each_image_was_passed_to
     torch.testing.assert_close(model(x), e.mean(1))  # training scores every expert
 
 
+def test_ride_ea_streams_are_class_balanced_as_the_authors_balanced_loader() -> None:
+    assert build("ride_ea", backbone="resnet20_cifar", num_classes=3).recipe.samplers["main"].type == "class_balanced"
+
+
 def test_ride_ea_trains_only_the_router_on_the_stage1_network() -> None:
     stage1, model = _stage2()
     for key, value in stage1.state_dict().items():
@@ -265,3 +269,22 @@ def test_router_loss_is_the_authors_mean_binary_cross_entropy() -> None:
     per_router = [sum(bce(help_logits[b, i].item(), targets[b][i]) for b in range(2)) / 2 for i in range(2)]
     loss = model.router_loss(help_logits, experts, torch.zeros(2, dtype=torch.long))
     assert loss.item() == pytest.approx(sum(per_router) / 2, rel=1e-6)
+
+
+def test_the_shipped_cifar100_recipe_is_the_authors_config() -> None:
+    # configs/config_imbalance_cifar100_ride.json: batch 128, SGD lr 0.1 momentum 0.9 wd 5e-4 nesterov,
+    # CustomLR(step1=160, step2=180, gamma=0.01, warmup_epoch=5), 200 epochs, imbalance 100.
+    from pathlib import Path
+
+    from lttoolkit.engine.config import load_config
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "configs" / "ride_cifar100_lt.yaml"
+    cfg = load_config(path, [])
+    assert cfg.model == {"type": "ride", "backbone": "resnet32_cifar", "num_experts": 3, "reduce_dimension": True}
+    assert (cfg.data.dataset, cfg.data.imbalance_ratio, cfg.data.batch_size, cfg.train.epochs) == ("cifar100", 100,
+                                                                                                  128, 200)
+    optim = cfg.optim
+    assert (optim.lr, optim.momentum, optim.weight_decay, optim.nesterov) == (0.1, 0.9, 5e-4, True)
+    assert (optim.warmup_epochs, optim.schedule, optim.milestones, optim.gamma) == (5, "multistep", [160, 180], 0.01)
+    stage2 = load_config(path, ["model.type=ride_ea", "name=ride_ea"])  # the router, as the file's comment says
+    assert stage2.model == {**cfg.model, "type": "ride_ea"}

@@ -78,9 +78,13 @@ class RIDELoss(LongTailLoss):
         diversity_factor: weight of each expert's KL to the ensemble (−0.2: diversity is rewarded).
         diversity_temperature: the temperature ``T`` of the diversity term (1.0).
         reweight_factor: how far the per-class temperatures follow the class frequencies (0.05).
-        reweight, beta, drw_epoch, drw_fraction: as every :class:`LongTailLoss`; the RIDE
-            method uses deferred re-weighting from 80% of training (the authors' epoch 160 of
-            200), which switches the base weights and the per-class temperatures together.
+        reweight: as every :class:`LongTailLoss` (``"none"``; deferred re-weighting selects the
+            effective number). Re-weighting switches the base weights and the per-class
+            temperatures together.
+        beta: effective-number hyper-parameter (0.9999).
+        drw_epoch: deferred re-weighting from this (0-based) epoch.
+        drw_fraction: deferred re-weighting from this fraction of training; the RIDE method uses
+            0.8 (the authors' epoch 160 of 200).
 
     ``forward(logits, targets, expert_logits=None)``: ``logits`` is the ensemble ``[B, C]``,
     ``expert_logits`` the experts' ``[B, K, C]`` (or a sequence of ``[B, C]``).
