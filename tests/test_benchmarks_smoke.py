@@ -44,6 +44,8 @@ ROW_KEYS = {
     "gpu_check": {"part", "what", "value"},
     "metrics_scale": {"classes", "accumulator", "state_bytes", "temporary_bytes_per_batch", "seconds",
                       "results_json_bytes"},
+    "ride_step": {"model", "phase", "variant", "images_per_step", "ms", "ratio_to_plain", "ratio_to_hand",
+                  "flops_ratio_to_plain"},
 }
 EXTRA_ARGS: dict[str, list[str]] = {}
 
