@@ -68,6 +68,21 @@ def test_eval_reproduces_the_final_test_metrics(run_dir):
     assert evaluated["epoch"] == 1
 
 
+def test_eval_writes_the_confusion_matrix_to_its_own_file_only(run_dir, tmp_path, capsys):
+    target = tmp_path / "confusion.npy"
+    assert main(["eval", str(run_dir / "last.pt"), "--json", "--device", "cpu", "--confusion-matrix", str(target)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert "confusion_matrix" not in evaluated and evaluated["confusion_matrix_file"] == str(target)
+    matrix = np.load(target)
+    assert matrix.dtype == np.int64 and matrix.shape == (10, 10)
+    assert matrix.sum(1).tolist() == evaluated["per_class_total"]  # rows: the true class
+    assert np.diag(matrix).tolist() == evaluated["per_class_correct"]
+    # Asked again, the file is not overwritten.
+    before = target.read_bytes()
+    assert main(["eval", str(run_dir / "last.pt"), "--device", "cpu", "--confusion-matrix", str(target)]) == 2
+    assert "not overwritten" in capsys.readouterr().err and target.read_bytes() == before
+
+
 def test_eval_with_a_bad_override_exits_2_naming_the_field(run_dir, capsys):
     assert main(["eval", str(run_dir / "best.pt"), "data.test_batch_size=-1"]) == 2
     assert "data.test_batch_size" in capsys.readouterr().err

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="change the data, e.g. data.root=/data/cifar (default: the run's own test split)")
         parser.add_argument("--device", default="auto")
         parser.add_argument("--json", action="store_true", help="print all metrics as JSON")
+        parser.add_argument("--confusion-matrix", metavar="FILE.npy",
+                            help="also write the C x C confusion matrix (int64; rows: true class) to this new .npy "
+                                 "file; it never goes into the printed results")
         parser.set_defaults(run=run_eval)
     elif name == "analyze":
         parser.add_argument("checkpoint", help="best.pt or last.pt of a run")
@@ -97,13 +100,18 @@ def _print_metrics(results: dict[str, Any], title: str) -> None:
 
     from lttoolkit.engine.progress import results_table
 
-    Console().print(results_table(results, title=escape(title)))
+    console = Console()
+    console.print(results_table(results, title=escape(title)))
+    if results.get("confusion_matrix_file"):
+        console.print(f"confusion matrix written to {escape(results['confusion_matrix_file'])} "
+                      f"(numpy.load; rows: true class, columns: predicted)", highlight=False)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from lttoolkit.engine import evaluate_checkpoint
 
-    results = evaluate_checkpoint(args.checkpoint, args.overrides, device=args.device)
+    results = evaluate_checkpoint(args.checkpoint, args.overrides, device=args.device,
+                                  confusion_matrix=args.confusion_matrix)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

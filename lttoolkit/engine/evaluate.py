@@ -94,16 +94,33 @@ def require_components(recipe: Recipe, state: dict[str, Any], checkpoint: Any) -
     raise ConfigError(f"{_describe_source(checkpoint)} needs {', '.join(missing)}, which is not registered here: {how}")
 
 
-def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *, device: str = "auto") -> dict[str, Any]:
+def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *, device: str = "auto",
+                        confusion_matrix: str | Path | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on the test split its run used (or another, via ``data.*`` overrides).
+
+    The model runs as it trained: under the run's autocast dtype (``train.amp``) on this device,
+    in its memory format. ``confusion_matrix``: also write the C x C matrix (int64, rows: true
+    class, columns: predicted) to this ``.npy`` file, never into the results (at 8,142 classes it
+    is 506 MiB); an existing file is not overwritten.
 
     Returns:
         The same metrics as training reports (top-1/5, many/medium/few-shot,
         per-class accuracy and counts), plus ``checkpoint`` and ``epoch``.
     """
     from lttoolkit.engine.datasets import build_datasets
+    from lttoolkit.engine.numerics import resolve_amp_dtype, use_channels_last
     from lttoolkit.engine.trainer import evaluate_model, resolve_device
 
+    matrix_path = Path(confusion_matrix) if confusion_matrix is not None else None
+    if matrix_path is not None:
+        if matrix_path.suffix != ".npy":
+            raise ConfigError(f"--confusion-matrix {matrix_path}: the matrix is written as NumPy's .npy; "
+                              f"name a file ending in .npy")
+        if matrix_path.exists():
+            raise ConfigError(f"--confusion-matrix {matrix_path}: the file exists and is not overwritten; "
+                              f"choose another name or remove it")
+        if not matrix_path.parent.is_dir():
+            raise ConfigError(f"--confusion-matrix {matrix_path}: the folder {matrix_path.parent} does not exist")
     state = load_checkpoint(checkpoint)
     require_run_checkpoint(state, checkpoint)
     # load_config, not model_validate: a bad override is a ConfigError naming the field.
@@ -126,7 +143,19 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *
             position = {str(name): i for i, name in enumerate(data.classes)}
             data.class_counts = [data.class_counts[position[name]] for name in trained_on]
             data.classes = trained_on
+    channels_last = use_channels_last(cfg.train.channels_last, torch_device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     results = evaluate_model(model, data.test, data.class_counts, device=torch_device,
-                             batch_size=cfg.data.test_batch_size, num_workers=cfg.data.num_workers)
+                             batch_size=cfg.data.test_batch_size, num_workers=cfg.data.num_workers,
+                             amp_dtype=resolve_amp_dtype(cfg.train, torch_device), channels_last=channels_last,
+                             confusion_matrix=matrix_path is not None)
+    if matrix_path is not None:
+        import numpy as np
+
+        matrix = np.asarray(results.pop("confusion_matrix"), dtype=np.int64)
+        with open(matrix_path, "xb") as handle:  # exclusive: a file made meanwhile is not overwritten
+            np.save(handle, matrix)
+        results["confusion_matrix_file"] = str(matrix_path)
     results.update(checkpoint=str(checkpoint), epoch=state.get("epoch"))
     return results

@@ -969,19 +969,22 @@ def _endless(loader: DataLoader) -> Iterator[Any]:
 def evaluate_model(model: nn.Module, dataset: Any, train_class_counts: Sequence[int], *,
                    device: torch.device | str = "cpu", batch_size: int = 256, num_workers: int = 0,
                    distributed_info: distributed.DistributedInfo | None = None,
-                   amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> dict[str, Any]:
+                   amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+                   confusion_matrix: bool = False) -> dict[str, Any]:
     """Top-1/5, many/medium/few-shot and per-class accuracy of ``model`` on ``dataset`` (O(C) state).
 
     With ``distributed_info`` of several processes, each evaluates the disjoint shard
     ``rank::world_size`` and the per-class counts are summed over processes. ``amp_dtype``
     evaluates under autocast (as the run trained); ``channels_last`` sends the images so.
+    ``confusion_matrix`` also counts the C x C matrix on the CPU (``results["confusion_matrix"]``,
+    a nested list: write it to a file of its own at large C, as ``lttk eval --confusion-matrix`` does).
     """
     model.eval()
     info = distributed_info or distributed.DistributedInfo()
     if info.enabled:
         dataset = torch.utils.data.Subset(dataset, distributed.shard_indices(len(dataset), info))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    meter = MetricAccumulator(len(train_class_counts))
+    meter = MetricAccumulator(len(train_class_counts), confusion_matrix=confusion_matrix)
     device = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for images, targets in loader:
