@@ -37,6 +37,7 @@ BASE = [
     "train.max_steps_per_epoch=2",
     "train.epochs=1",
     "train.device=cpu",
+    "train.amp=false",  # the quick start's bfloat16 off: the comparisons below are of float32 runs
 ]
 
 
