@@ -364,3 +364,18 @@ def test_a_checkpoint_with_nothing_that_fits_is_refused(tmp_path, ce_run):
     torch.save(state, tmp_path / "other.pt")
     with pytest.raises(ConfigError, match=r"none of its \d+ tensors fits this model"):
         Trainer(config(tmp_path, "nothing", "model.type=ce", f"init_from={tmp_path / 'other.pt'}"), progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.py runs it)")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_cuda_autocast_scaler_and_determinism(tmp_path, dtype):
+    import os
+
+    cfg = config(tmp_path, f"cuda-{dtype}", "model.type=bbn", "train.device=cuda", "train.amp=true",
+                 f"train.amp_dtype={dtype}", "train.deterministic=true")
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.scaler.is_enabled() == (dtype == "float16")
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    results = trainer.fit()
+    assert 0.0 <= results["test"]["top1"] <= 100.0
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic  # put back
