@@ -195,7 +195,53 @@ def _branch_view(root: nn.Module, path: str, block: nn.Module) -> nn.Module:
     return child
 
 
-class BilateralWrapper(nn.Module):
+class _BranchViews:
+    """The life of a wrapper's branch views (BBN's two branches, a multi-expert wrapper's K
+    experts): shallow copies of the modules on the path to a duplicated module, kept out of
+    the module tree (under ``_VIEWS``), rebuilt eagerly at every call and after ``train()``,
+    ``__setstate__`` and ``set_grad_checkpointing``; a compiled graph uses the last ones.
+    A subclass defines ``_refresh_views()`` and has a ``backbone``."""
+
+    _VIEWS = "_branch_views"
+    backbone: nn.Module
+
+    def _refresh_views(self) -> tuple[nn.Module, ...]:
+        raise NotImplementedError
+
+    def _views(self) -> tuple[nn.Module, ...]:
+        if torch.compiler.is_compiling():
+            # A compiled graph uses the views as of the last eager call or train()/eval().
+            return self.__dict__[self._VIEWS]
+        # Eagerly, fresh views each step (a few microseconds): they follow whatever was
+        # changed on the backbone since (sync batch norm, gradient checkpointing, ...).
+        return self._refresh_views()
+
+    def train(self, mode: bool = True) -> Any:
+        super().train(mode)  # type: ignore[misc]
+        self._refresh_views()
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # type: ignore[misc]
+        return {key: value for key, value in state.items() if key != self._VIEWS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[misc]
+        self._refresh_views()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Gradient checkpointing of the backbone (timm's ``set_grad_checkpointing``), every branch."""
+        setter = getattr(self.backbone, "set_grad_checkpointing", None)
+        if not callable(setter):
+            raise ComponentContractError(
+                f"{type(self.backbone).__name__} has no set_grad_checkpointing(); gradient checkpointing "
+                f"needs a timm model (or a backbone that implements it)."
+            )
+        setter(enable)
+        self._refresh_views()
+
+
+class BilateralWrapper(_BranchViews, nn.Module):
     """BBN's two branches around a timm-style backbone.
 
     Args:
@@ -268,40 +314,9 @@ class BilateralWrapper(nn.Module):
         # of their own, so state_dict, .to(), DDP and optimizers see each parameter once.
         block = self.bilateral_block
         views = tuple(_branch_view(self.backbone, self.split_at, getattr(block, name)) for name in BRANCHES)
-        self.__dict__["_branch_views"] = views
+        self.__dict__[self._VIEWS] = views
         return views  # type: ignore[return-value]
 
-    def _views(self) -> tuple[nn.Module, nn.Module]:
-        if torch.compiler.is_compiling():
-            # A compiled graph uses the views as of the last eager call or train()/eval().
-            return self.__dict__["_branch_views"]
-        # Eagerly, a fresh pair each step (a few microseconds): they follow whatever was
-        # changed on the backbone since (sync batch norm, gradient checkpointing, ...).
-        return self._refresh_views()
-
-    def train(self, mode: bool = True) -> BilateralWrapper:
-        super().train(mode)
-        self._refresh_views()
-        return self
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        return {key: value for key, value in state.items() if key != "_branch_views"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._refresh_views()
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Gradient checkpointing of the backbone (timm's ``set_grad_checkpointing``), both branches."""
-        setter = getattr(self.backbone, "set_grad_checkpointing", None)
-        if not callable(setter):
-            raise ComponentContractError(
-                f"{type(self.backbone).__name__} has no set_grad_checkpointing(); gradient checkpointing "
-                f"needs a timm model (or a backbone that implements it)."
-            )
-        setter(enable)
-        self._refresh_views()
 
     @property
     def bilateral_block(self) -> BilateralBlock:

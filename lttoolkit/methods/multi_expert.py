@@ -55,7 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from lttoolkit.errors import BackboneSplitError, ComponentContractError
-from lttoolkit.methods.bilateral import BRANCHES, bbn_loss, find_last_block
+from lttoolkit.methods.bilateral import BRANCHES, _BranchViews, bbn_loss, find_last_block
 from lttoolkit.methods.protocol import EpochInfo, StepOutput
 from lttoolkit.methods.single_branch import CosineClassifier
 
@@ -340,7 +340,7 @@ def _check_timm_interface(backbone: nn.Module, who: str) -> None:
 
 
 # --------------------------------------------------------------------------- the wrapper
-class MultiExpertWrapper(nn.Module):
+class MultiExpertWrapper(_BranchViews, nn.Module):
     """A shared trunk and K experts owning the later layers of a timm-style backbone.
 
     Args:
@@ -471,40 +471,9 @@ class MultiExpertWrapper(nn.Module):
             _expert_view(self.backbone, {path: c.experts[k] for path, c in zip(self.expert_modules, containers)})
             for k in range(self.num_experts)
         )
-        self.__dict__["_expert_views"] = views
+        self.__dict__[self._VIEWS] = views
         return views
 
-    def _views(self) -> tuple[nn.Module, ...]:
-        if torch.compiler.is_compiling():
-            # A compiled graph uses the views as of the last eager call or train()/eval().
-            return self.__dict__["_expert_views"]
-        # Eagerly, fresh views each call (microseconds): they follow whatever was changed on the
-        # backbone since (sync batch norm, gradient checkpointing, ...).
-        return self._refresh_views()
-
-    def train(self, mode: bool = True) -> MultiExpertWrapper:
-        super().train(mode)
-        self._refresh_views()
-        return self
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        return {key: value for key, value in state.items() if key != "_expert_views"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._refresh_views()
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Gradient checkpointing of the backbone (timm's ``set_grad_checkpointing``)."""
-        setter = getattr(self.backbone, "set_grad_checkpointing", None)
-        if not callable(setter):
-            raise ComponentContractError(
-                f"{type(self.backbone).__name__} has no set_grad_checkpointing(); gradient checkpointing "
-                f"needs a timm model (or a backbone that implements it)."
-            )
-        setter(enable)
-        self._refresh_views()
 
     # ------------------------------------------------------------------ features
     @staticmethod
