@@ -24,7 +24,7 @@ left initialised, and what of the checkpoint went unused is returned as an
 >>> torch.equal(bbn.backbone.layer3[2].rebalancing.conv1.weight, ce.backbone.layer3[2].conv1.weight)
 True
 >>> report.initialised  # BBN's classifier takes [f_c ; f_r]: nothing of CE's fits it
-['classifier.bias', 'classifier.weight']
+['classifier.weight', 'classifier.bias']
 """
 
 from __future__ import annotations
