@@ -11,6 +11,7 @@ stream per step; an epoch is the first stream's length.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -897,8 +898,10 @@ class _StepMeter:
 
     def __init__(self, device: torch.device, every: int) -> None:
         self.every = every
-        self.loss = torch.zeros((), device=device, dtype=torch.float64)
-        self.hits = torch.zeros((), device=device, dtype=torch.float64)
+        # float64 sums (exact over a long epoch); MPS has no float64, float32 there.
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.loss = torch.zeros((), device=device, dtype=self.dtype)
+        self.hits = torch.zeros((), device=device, dtype=self.dtype)
         self.seen = 0
         self.since = 0  # the first step not read yet
         self.interval = (0, 0)  # the steps of the last read
@@ -906,7 +909,7 @@ class _StepMeter:
         self._read_seen = 0
 
     def add(self, loss: torch.Tensor, hits: float | torch.Tensor, batch: int) -> None:
-        self.loss += loss.to(torch.float64) * batch
+        self.loss += loss.to(self.dtype) * batch
         self.hits += hits
         self.seen += batch
 
@@ -938,8 +941,6 @@ def _to_device(images: torch.Tensor, device: torch.device, memory_format: torch.
 
 def _no_sync(module: nn.Module, skip: bool) -> Any:
     """DDP's ``no_sync`` for the batches of an accumulation group before its last one."""
-    import contextlib
-
     inner = getattr(module, "_orig_mod", module)  # through torch.compile's wrapper
     if skip and hasattr(inner, "no_sync"):
         return inner.no_sync()
