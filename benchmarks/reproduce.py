@@ -151,8 +151,12 @@ def run_overrides(key: RunKey, args: Any, run_dir: Path, stage1_dir: Path | None
              f"train.eval_every={max(1, min(args.eval_every, epochs))}"]
     if quick:
         train.append("train.max_steps_per_epoch=2")
+    # Precision and memory layout are pinned, never inherited: `lttk train` starts from the quick-start
+    # config, whose bfloat16 autocast would otherwise leak into the float32 grid.
     if args.precision == "bf16":
         train += ["train.amp=true", "train.amp_dtype=bfloat16", "train.channels_last=true"]
+    else:
+        train += ["train.amp=false", "train.channels_last=false"]
     out = [f"seed={key.seed}", f"output_dir={run_dir.parent}", f"name={run_dir.name}",
            f"model.type={key.method}", "model.backbone=resnet32_cifar", *data, *optim, *train]
     if stage1_dir is not None:

@@ -149,5 +149,13 @@ def test_budget_overrides_follow_the_stated_recipe(tmp_path: Path) -> None:
     assert "train.epochs=3" in crt and f"init_from={tmp_path / 'ce' / 'last.pt'}" in crt
     from lttoolkit.engine.config import load_config
 
-    load_config(None, overrides)  # every override names a real field with a valid value
+    config = load_config(None, overrides)  # every override names a real field with a valid value
     load_config(None, crt)
+    # float32 NCHW whatever the quick-start config sets: `lttk train` without a CONFIG starts from it.
+    from lttoolkit.engine.trainer import quickstart_config_path
+
+    config = load_config(quickstart_config_path(), overrides)
+    assert config.train.amp is False and config.train.channels_last is False
+    bf16 = load_config(quickstart_config_path(), reproduce.run_overrides(
+        key, reproduce.parse_args(["--precision", "bf16"]), tmp_path / key.name, None))
+    assert bf16.train.amp is True and bf16.train.amp_dtype == "bfloat16" and bf16.train.channels_last is True

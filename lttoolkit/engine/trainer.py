@@ -1029,7 +1029,7 @@ def train(config: str | Path | RunConfig | None = None, overrides: Sequence[str]
 
 
 def quickstart_config_path() -> Path:
-    """The packaged config ``lttk train`` uses without a CONFIG (BBN, embedded data, ~3 CPU minutes)."""
+    """The packaged config ``lttk train`` uses without a CONFIG (BBN, embedded data, under 2 minutes on 2 CPU cores)."""
     from importlib.resources import files
 
     return Path(str(files("lttoolkit") / "configs" / "quickstart.yaml"))
