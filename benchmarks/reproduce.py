@@ -317,6 +317,26 @@ def _rank_groups(counts: Sequence[int]) -> dict[str, list[int]]:
     return {"head": order[:k], "middle": order[k:len(order) - k], "tail": order[len(order) - k:]}
 
 
+def run_precision(config: dict[str, Any], results: dict[str, Any]) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: what a finished run trained in.
+
+    Runs record it in ``results.json`` (``precision``, the trainer's log line); older runs are
+    read from their config, where ``amp: auto`` is float32 because the grid has only run on CPUs.
+
+    >>> run_precision({}, {"precision": "bfloat16 autocast, channels_last"})
+    'bf16'
+    >>> run_precision({"train": {"amp": "auto"}}, {}), run_precision({"train": {"amp": True}}, {})
+    ('fp32', 'bf16')
+    """
+    if "precision" in results:
+        text = results["precision"]
+        return "bf16" if "bfloat16" in text else "fp16" if "float16" in text else "fp32"
+    train = config.get("train", {})
+    if train.get("amp") is True:
+        return "fp16" if train.get("amp_dtype") == "float16" else "bf16"
+    return "fp32"
+
+
 def load_runs(root: Path) -> list[dict[str, Any]]:
     """Every finished run under ``root`` with its key, test metrics and per-class accuracy."""
     import yaml
@@ -331,6 +351,7 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
             "run": path.parent.name, "method": results["method"], "imbalance_ratio": config["data"]["imbalance_ratio"],
             "seed": results["seed"], "order": "permuted" if config["data"]["permute_classes"] else "natural",
             "epochs": results["epochs"], "train_class_counts": counts, "per_class_accuracy": per_class,
+            "precision": run_precision(config, results),
             **{m: test.get(m) for m in ("top1", "many_shot", "medium_shot", "few_shot")},
         }
         for group, members in _rank_groups(counts).items():
@@ -454,6 +475,41 @@ def faithfulness(runs: list[dict[str, Any]], root: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the report
+README_START = "<!-- reproduce-converged-table: made by benchmarks/reproduce.py, do not edit -->"
+README_END = "<!-- /reproduce-converged-table -->"
+
+
+def readme_table(rows: list[dict[str, Any]]) -> str:
+    """The README's table: top-1 and few-shot at the largest IR, both orders, one decimal, n seeds.
+
+    >>> row = {"method": "ce", "imbalance_ratio": 100.0, "order": "natural", "n": 2,
+    ...        "top1_mean": 76.42, "top1_std": 3.6, "few_shot_mean": 61.3, "few_shot_std": 14.7}
+    >>> print(readme_table([row]).splitlines()[-1])
+    | ce | 76.4 ± 3.6 (2) | 61.3 ± 14.7 | – | – |
+    """
+    if not rows:
+        return ""
+    ratio = max(r["imbalance_ratio"] for r in rows)
+    by = {(r["method"], r["order"]): r for r in rows if r["imbalance_ratio"] == ratio}
+    methods = [m for m in REPORT_ORDER if any(k[0] == m for k in by)]
+
+    def short(row: dict[str, Any] | None, metric: str, with_n: bool) -> str:
+        if row is None or row.get(f"{metric}_mean") is None:
+            return "–"
+        text = f"{row[f'{metric}_mean']:.1f}"
+        if row.get(f"{metric}_std") is not None:
+            text += f" ± {row[f'{metric}_std']:.1f}"
+        return text + (f" ({row['n']})" if with_n else "")
+
+    lines = [f"| method (IR {ratio:g}) | top-1, natural (seeds) | few-shot, natural | top-1, permuted (seeds) "
+             "| few-shot, permuted |", "|---|---|---|---|---|"]
+    for method in methods:
+        nat, perm = by.get((method, "natural")), by.get((method, "permuted"))
+        lines.append(f"| {method} | {short(nat, 'top1', True)} | {short(nat, 'few_shot', False)} | "
+                     f"{short(perm, 'top1', True)} | {short(perm, 'few_shot', False)} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict[str, Any]], checks: dict[str, Any], settings: dict[str, Any]) -> str:
     by = {(r["method"], r["imbalance_ratio"], r["order"]): r for r in rows}
     methods = [m for m in REPORT_ORDER if any(k[0] == m for k in by)]
@@ -463,6 +519,8 @@ def markdown(rows: list[dict[str, Any]], checks: dict[str, Any], settings: dict[
         return (f"Budget: {settings['budget']}.\n\nNo run of this budget has finished yet "
                 f"(runs folder: `{settings['runs_dir']}`).\n")
     lines = [f"Budget: {settings['budget']}.", "",
+             "The README's table (test accuracy at the last epoch, %, mean ± std over the seeds finished):", "",
+             README_START, readme_table(rows), README_END, "",
              "Test top-1 (%) at the last epoch, mean ± std over seeds (n = seeds finished):", "",
              "| method | " + " | ".join(f"IR {ir:g}, {order} order" for ir, order in columns) + " |",
              "|---|" + "---|" * len(columns)]
@@ -591,6 +649,12 @@ def plots(runs: list[dict[str, Any]], checks: dict[str, Any], out_dir: Path) -> 
 
 def write_report(args: Any, root: Path, report: _common.Report, statuses: dict[str, str]) -> Path:
     runs = load_runs(root)
+    # A run of another precision in this folder is reported and left out of every table.
+    excluded = [r for r in runs if r["precision"] != args.precision]
+    runs = [r for r in runs if r["precision"] == args.precision]
+    for r in excluded:
+        _common.print_note(f"left out {r['run']}: it trained in {r['precision']}, this grid is {args.precision}")
+    report.data["excluded_runs"] = [{"run": r["run"], "precision": r["precision"]} for r in excluded]
     rows = aggregate(runs)
     checks = faithfulness(runs, root)
     report.results.extend(rows)
@@ -604,7 +668,11 @@ def write_report(args: Any, root: Path, report: _common.Report, statuses: dict[s
     report.data["markdown"] = str(md_path)
     report.data["plots"] = plots(runs, checks, plot_dir) if runs else []
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(markdown(rows, checks, report.settings), encoding="utf-8")
+    text = markdown(rows, checks, report.settings)
+    if excluded:
+        text += ("\nLeft out of every table (another precision than this grid's " + args.precision + "): "
+                 + ", ".join(f"{r['run']} ({r['precision']})" for r in excluded) + ".\n")
+    md_path.write_text(text, encoding="utf-8")
     columns = ["method", "IR", "order", "n", *(METRIC_LABELS[m] for m in METRICS)]
     _common.print_table(f"{NAME}: test accuracy at the last epoch, mean ± std over seeds (runs in {root})", columns,
                         [(r["method"], f"{r['imbalance_ratio']:g}", r["order"], str(r["n"]),

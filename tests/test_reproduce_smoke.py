@@ -159,3 +159,60 @@ def test_budget_overrides_follow_the_stated_recipe(tmp_path: Path) -> None:
     bf16 = load_config(quickstart_config_path(), reproduce.run_overrides(
         key, reproduce.parse_args(["--precision", "bf16"]), tmp_path / key.name, None))
     assert bf16.train.amp is True and bf16.train.amp_dtype == "bfloat16" and bf16.train.channels_last is True
+
+
+def test_readme_table_rounds_and_leaves_missing_cells_empty() -> None:
+    rows = [{"method": "bbn", "imbalance_ratio": 100.0, "order": "permuted", "n": 1, "top1_mean": 70.04,
+             "top1_std": None, "few_shot_mean": 55.56, "few_shot_std": None},
+            {"method": "ce", "imbalance_ratio": 100.0, "order": "natural", "n": 3, "top1_mean": 76.42,
+             "top1_std": 3.6, "few_shot_mean": 61.32, "few_shot_std": 14.73},
+            {"method": "ce", "imbalance_ratio": 10.0, "order": "natural", "n": 3, "top1_mean": 90.0,
+             "top1_std": 1.0, "few_shot_mean": None, "few_shot_std": None}]
+    lines = reproduce.readme_table(rows).splitlines()
+    assert lines[0].startswith("| method (IR 100) |")  # the largest IR only
+    assert lines[2:] == ["| ce | 76.4 ± 3.6 (3) | 61.3 ± 14.7 | – | – |",  # report order: ce before bbn
+                         "| bbn | – | – | 70.0 (1) | 55.6 |"]
+
+
+def test_readme_carries_the_converged_report_table() -> None:
+    """The README's results table is the one the committed report makes (rerun --report, then paste)."""
+    root = SCRIPT.parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert readme.count(reproduce.README_START) == 1 and readme.count(reproduce.README_END) == 1
+    block = readme.split(reproduce.README_START)[1].split(reproduce.README_END)[0].strip()
+    report = json.loads((root / "benchmarks" / "results" / "reproduce_converged.json").read_text(encoding="utf-8"))
+    assert block == reproduce.readme_table(report["results"])
+    md = (root / "benchmarks" / "results" / "reproduce_converged.md").read_text(encoding="utf-8")
+    assert block in md
+
+
+def _fake_run(run_dir: Path, method: str, seed: int, top1: float, amp: Any, precision: str | None) -> None:
+    run_dir.mkdir(parents=True)
+    counts = [1000, 400, 150, 60, 20, 10]
+    test = {"top1": top1, "many_shot": top1, "medium_shot": top1, "few_shot": top1,
+            "per_class_accuracy": [top1] * len(counts)}
+    results = {"method": method, "seed": seed, "epochs": 60, "test": test, "train_class_counts": counts}
+    if precision is not None:
+        results["precision"] = precision
+    (run_dir / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    (run_dir / "config.yaml").write_text(
+        f"data: {{imbalance_ratio: 100.0, permute_classes: false}}\ntrain: {{amp: {amp}}}\n", encoding="utf-8")
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "loss": 1.0}) + "\n", encoding="utf-8")
+
+
+def test_a_run_of_another_precision_is_left_out_of_the_tables(tmp_path: Path) -> None:
+    # The grid once took bf16 autocast from the quick-start config; such a run must not enter fp32 means.
+    args = ["--epochs", "60", "--n-max", "1000", "--ratios", "100", "--out-dir", str(tmp_path / "runs"),
+            "--plots-dir", str(tmp_path / "plots"), "--plain", "--report"]
+    root = reproduce.budget_dir(reproduce.parse_args(args))
+    _fake_run(root / "ce-ir100-s0-natural", "ce", 0, 70.0, "auto", None)           # old fp32 record
+    _fake_run(root / "ce-ir100-s1-natural", "ce", 1, 80.0, "false", "float32, NCHW")
+    _fake_run(root / "ce-ir100-s2-natural", "ce", 2, 10.0, "true", None)           # leaked bf16
+    _fake_run(root / "rs-ir100-s0-natural", "rs", 0, 10.0, "false", "bfloat16 autocast, channels_last")
+    out = tmp_path / "report.json"
+    assert reproduce.main([*args, "--out", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert {r["run"] for r in report["excluded_runs"]} == {"ce-ir100-s2-natural", "rs-ir100-s0-natural"}
+    (ce,) = report["results"]
+    assert ce["method"] == "ce" and ce["n"] == 2 and ce["top1_mean"] == pytest.approx(75.0)
+    assert "ce-ir100-s2-natural (bf16)" in out.with_suffix(".md").read_text(encoding="utf-8")

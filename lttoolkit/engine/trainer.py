@@ -670,6 +670,7 @@ class Trainer:
             "seed": cfg.seed,
             "test": last_test,
             "reported": "last epoch (the model is never selected on the test set for these numbers)",
+            "precision": self.numerics_summary(),
             "best_checkpoint": self.best,
             "train_class_counts": list(self.data.class_counts),
             "skipped_images": self.data.skipped,
