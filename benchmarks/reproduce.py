@@ -91,6 +91,10 @@ ORDERS = ("natural", "permuted")
 METRICS = ("top1", "many_shot", "medium_shot", "few_shot", "head", "middle", "tail")
 METRIC_LABELS = {"top1": "top-1", "many_shot": "many", "medium_shot": "medium", "few_shot": "few",
                  "head": "head 3", "middle": "middle 4", "tail": "tail 3"}
+# The per-class plots' two panels (ce and bbn are in both).
+PLOT_PANELS = (("re-sampling and re-weighting", ("rs", "rw", "drw", "ldam_drw", "cb_focal", "balanced_softmax",
+                                                 "logit_adjust")),
+               ("decoupling and experts", ("crt", "lws", "tau_norm", "ride")))
 VAL_FRACTION = 0.1
 SAFETY = 1.15  # estimates are multiplied by this before a run is started against --max-minutes
 
@@ -583,22 +587,30 @@ def plots(runs: list[dict[str, Any]], checks: dict[str, Any], out_dir: Path) -> 
     cells = sorted({(r["imbalance_ratio"], r["order"]) for r in runs}, key=lambda c: (-c[0], c[1]))
     for ratio, order in cells:
         members = [r for r in runs if (r["imbalance_ratio"], r["order"]) == (ratio, order) and r["per_class_accuracy"]]
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        for method in dict.fromkeys(r["method"] for r in members):
-            points: dict[int, list[float]] = {}
-            for run in (r for r in members if r["method"] == method):
-                for count, acc in zip(run["train_class_counts"], run["per_class_accuracy"]):
-                    if acc is not None:
-                        points.setdefault(count, []).append(acc)
-            xs = sorted(points, reverse=True)
-            ax.plot(xs, [statistics.fmean(points[x]) for x in xs], marker="o", ms=3,
-                    lw=2.2 if method in ("bbn", "ce") else 1.0, label=method)
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set_xlabel("training images of the class (log scale, head → tail)")
-        ax.set_ylabel("test accuracy of the class (%), mean over seeds")
-        ax.set_title(f"Fashion-MNIST-LT, IR {ratio:g}, {order} class order")
-        ax.legend(fontsize=7, ncol=3)
+        # Two panels, CE (black) and BBN (red) drawn bold in both.
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+        palette = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+        for ax, (title, family) in zip(axes, PLOT_PANELS):
+            for method in (m for m in REPORT_ORDER if m in ("ce", "bbn", *family)):
+                points: dict[int, list[float]] = {}
+                for run in (r for r in members if r["method"] == method):
+                    for count, acc in zip(run["train_class_counts"], run["per_class_accuracy"]):
+                        if acc is not None:
+                            points.setdefault(count, []).append(acc)
+                if not points:
+                    continue
+                xs = sorted(points, reverse=True)
+                ax.plot(xs, [statistics.fmean(points[x]) for x in xs], marker="o", ms=3,
+                        lw=2.4 if method in ("bbn", "ce") else 1.1, label=method,
+                        color={"ce": "black", "bbn": "tab:red"}.get(method) or palette[family.index(method)])
+            ax.set_xscale("log")
+            ax.invert_xaxis()
+            ax.set_xlabel("training images of the class (log scale, head → tail)")
+            ax.set_title(title, fontsize=10)
+            if ax.get_lines():
+                ax.legend(fontsize=7, ncol=2)
+        axes[0].set_ylabel("test accuracy of the class (%), mean over seeds")
+        fig.suptitle(f"Fashion-MNIST-LT, IR {ratio:g}, {order} class order")
         fig.tight_layout()
         path = out_dir / f"per_class_ir{ratio:g}_{order}.png"
         fig.savefig(path, dpi=110)
