@@ -400,13 +400,14 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["imbalance_ratio"], ORDERS.index(r["order"]), rank.get(r["method"], 99)))
 
 
-def cell(row: dict[str, Any] | None, metric: str, with_n: bool = False) -> str:
+def cell(row: dict[str, Any] | None, metric: str, with_n: bool = False, *, digits: int = 2, n_label: str = "n=") -> str:
+    """``mean ± std`` of one metric of a row (``–`` where it has none), with the seed count if asked."""
     if row is None or row.get(f"{metric}_mean") is None:
         return "–"
-    text = f"{row[f'{metric}_mean']:.2f}"
+    text = f"{row[f'{metric}_mean']:.{digits}f}"
     if row.get(f"{metric}_std") is not None:
-        text += f" ± {row[f'{metric}_std']:.2f}"
-    return text + (f" (n={row['n']})" if with_n else "")
+        text += f" ± {row[f'{metric}_std']:.{digits}f}"
+    return text + (f" ({n_label}{row['n']})" if with_n else "")
 
 
 # --------------------------------------------------------------------------- faithfulness checks
@@ -498,12 +499,7 @@ def readme_table(rows: list[dict[str, Any]]) -> str:
     methods = [m for m in REPORT_ORDER if any(k[0] == m for k in by)]
 
     def short(row: dict[str, Any] | None, metric: str, with_n: bool) -> str:
-        if row is None or row.get(f"{metric}_mean") is None:
-            return "–"
-        text = f"{row[f'{metric}_mean']:.1f}"
-        if row.get(f"{metric}_std") is not None:
-            text += f" ± {row[f'{metric}_std']:.1f}"
-        return text + (f" ({row['n']})" if with_n else "")
+        return cell(row, metric, with_n, digits=1, n_label="")
 
     lines = [f"| method (IR {ratio:g}) | top-1, natural (seeds) | few-shot, natural | top-1, permuted (seeds) "
              "| few-shot, permuted |", "|---|---|---|---|---|"]
