@@ -149,7 +149,7 @@ def test_budget_overrides_follow_the_stated_recipe(tmp_path: Path) -> None:
     assert "train.epochs=3" in crt and f"init_from={tmp_path / 'ce' / 'last.pt'}" in crt
     from lttoolkit.engine.config import load_config
 
-    config = load_config(None, overrides)  # every override names a real field with a valid value
+    load_config(None, overrides)  # every override names a real field with a valid value
     load_config(None, crt)
     # float32 NCHW whatever the quick-start config sets: `lttk train` without a CONFIG starts from it.
     from lttoolkit.engine.trainer import quickstart_config_path

@@ -8,6 +8,8 @@ invariants, side-by-side runs); CUDA-only paths skip and are run by
 
 from __future__ import annotations
 
+import json
+
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,9 @@ def test_cpu_bfloat16_autocast_trains_and_evaluates_in_bfloat16(tmp_path, record
     assert 0.0 <= results["test"]["top1"] <= 100.0
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert all(p.dtype is torch.float32 for p in trainer.model.parameters())  # the weights stay float32
+    # results.json says what the run trained in (benchmarks/reproduce.py keeps grids of one precision).
+    written = json.loads((tmp_path / "bf16" / "results.json").read_text(encoding="utf-8"))
+    assert written["precision"] == "bfloat16 autocast, channels_last"
 
 
 @pytest.mark.slow  # float16 convolutions are slow on a CPU (30 s here); GPUs run it in benchmarks/gpu_check.py
@@ -319,6 +324,11 @@ def ce_run(tmp_path_factory):
     cfg = load_config(quickstart_config_path(), [*BASE, f"output_dir={out}", "name=ce", "model.type=ce"])
     train(cfg, progress=False)
     return out / "ce" / "last.pt"
+
+
+def test_results_record_a_float32_run_as_float32(ce_run):
+    written = json.loads((ce_run.parent / "results.json").read_text(encoding="utf-8"))
+    assert written["precision"] == "float32, channels_last"  # train.amp=false; channels_last auto is on for CPUs
 
 
 def test_bbn_starts_from_a_ce_run_with_its_last_block_in_both_copies(tmp_path, ce_run):

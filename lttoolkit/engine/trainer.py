@@ -1030,7 +1030,7 @@ def train(config: str | Path | RunConfig | None = None, overrides: Sequence[str]
 
 
 def quickstart_config_path() -> Path:
-    """The packaged config ``lttk train`` uses without a CONFIG (BBN, embedded data, under 2 minutes on 2 CPU cores)."""
+    """The packaged config ``lttk train`` uses without a CONFIG (BBN, embedded data, < 2 min on 2 CPU cores)."""
     from importlib.resources import files
 
     return Path(str(files("lttoolkit") / "configs" / "quickstart.yaml"))
