@@ -54,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import combinations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -400,6 +401,64 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["imbalance_ratio"], ORDERS.index(r["order"]), rank.get(r["method"], 99)))
 
 
+def permutation_test(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, Any]:
+    """Exact two-sided permutation test of ``mean(a) − mean(b)``, labels permuted within each stratum.
+
+    ``a`` and ``b`` map a stratum (a class order) to that method's values in it; only strata
+    both have are used. Every split of each stratum's pooled values into the two sizes is
+    enumerated (20 × 20 for 3 against 3 seeds in two orders), so ``p`` is exact; ``p_min`` is
+    the smallest p these sizes can give at all (no gap is significant at a level below it).
+
+    >>> permutation_test({"natural": [1.0, 2.0]}, {"natural": [3.0, 4.0]})
+    {'diff': -2.0, 'p': 0.3333333333333333, 'p_min': 0.3333333333333333, 'n_a': 2, 'n_b': 2}
+    """
+    strata = [s for s in a if s in b and a[s] and b[s]]
+    n_a, n_b = sum(len(a[s]) for s in strata), sum(len(b[s]) for s in strata)
+    if not strata:
+        return {"diff": None, "p": None, "p_min": None, "n_a": 0, "n_b": 0}
+    total = sum(sum(a[s]) + sum(b[s]) for s in strata)
+    # The statistic depends on a split only through the sum of the values labelled a.
+    sums = [0.0]
+    for s in strata:
+        pooled = a[s] + b[s]
+        stratum = [sum(pooled[i] for i in chosen) for chosen in combinations(range(len(pooled)), len(a[s]))]
+        sums = [x + y for x in sums for y in stratum]
+
+    def statistic(sum_a: float) -> float:
+        return sum_a / n_a - (total - sum_a) / n_b
+
+    observed = statistic(sum(sum(a[s]) for s in strata))
+    values = [abs(statistic(x)) for x in sums]
+    tol = 1e-9 * max(1.0, max(values))
+    largest = max(values)
+    return {"diff": observed, "p": sum(v >= abs(observed) - tol for v in values) / len(values),
+            "p_min": sum(v >= largest - tol for v in values) / len(values), "n_a": n_a, "n_b": n_b}
+
+
+def against(runs: list[dict[str, Any]], method: str = "bbn",
+            metrics: Sequence[str] = ("top1", "few_shot")) -> list[dict[str, Any]]:
+    """``method`` against every other method at the largest IR: both orders pooled, tested within each."""
+    if not runs:
+        return []
+    ratio = max(r["imbalance_ratio"] for r in runs)
+    values: dict[tuple[str, str, str], list[float]] = {}
+    for run in runs:
+        if run["imbalance_ratio"] == ratio:
+            for metric in metrics:
+                if run[metric] is not None:
+                    values.setdefault((run["method"], metric, run["order"]), []).append(run[metric])
+    others = [m for m in REPORT_ORDER if m != method and any(k[0] == m for k in values)]
+    rows = []
+    for other in others:
+        row: dict[str, Any] = {"method": method, "against": other, "imbalance_ratio": ratio}
+        for metric in metrics:
+            test = permutation_test({o: values.get((method, metric, o), []) for o in ORDERS},
+                                    {o: values.get((other, metric, o), []) for o in ORDERS})
+            row.update({f"{metric}_{k}": v for k, v in test.items()})
+        rows.append(row)
+    return rows
+
+
 def cell(row: dict[str, Any] | None, metric: str, with_n: bool = False, *, digits: int = 2, n_label: str = "n=") -> str:
     """``mean ± std`` of one metric of a row (``–`` where it has none), with the seed count if asked."""
     if row is None or row.get(f"{metric}_mean") is None:
@@ -510,7 +569,32 @@ def readme_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(rows: list[dict[str, Any]], checks: dict[str, Any], settings: dict[str, Any]) -> str:
+def comparison_table(comparisons: Sequence[dict[str, Any]]) -> list[str]:
+    """The report's lines for :func:`against`'s rows (none without rows)."""
+    if not comparisons:
+        return []
+    first = comparisons[0]
+
+    def number(value: float | None, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    floor = min((c["top1_p_min"] for c in comparisons if c["top1_p_min"] is not None), default=None)
+    lines = ["", f"{first['method']} against each method at IR {first['imbalance_ratio']:g}, both class orders pooled: "
+                 f"difference of the means ({first['method']} − method, points) and the p of an exact two-sided "
+                 "permutation test that permutes the method labels within each class order (3 seeds in each of "
+                 "two orders give 400 splits, so p can go down to 0.005; the last column is the floor for the "
+                 f"runs finished, {number(floor, '.3g')} at best).", "",
+             "| against | runs | Δ top-1 | p | Δ few-shot | p | smallest p possible |",
+             "|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        lines.append(f"| {c['against']} | {c['top1_n_a']} / {c['top1_n_b']} | {number(c['top1_diff'], '+.2f')} | "
+                     f"{number(c['top1_p'], '.3f')} | {number(c['few_shot_diff'], '+.2f')} | "
+                     f"{number(c['few_shot_p'], '.3f')} | {number(c['top1_p_min'], '.3f')} |")
+    return lines
+
+
+def markdown(rows: list[dict[str, Any]], checks: dict[str, Any], settings: dict[str, Any],
+             comparisons: Sequence[dict[str, Any]] = ()) -> str:
     by = {(r["method"], r["imbalance_ratio"], r["order"]): r for r in rows}
     methods = [m for m in REPORT_ORDER if any(k[0] == m for k in by)]
     ratios = sorted({k[1] for k in by}, reverse=True)
@@ -543,6 +627,7 @@ def markdown(rows: list[dict[str, Any]], checks: dict[str, Any], settings: dict[
             row = by.get((method, ir, order))
             if row is not None:
                 lines.append(f"| {method} | {row['n']} | " + " | ".join(cell(row, m) for m in METRICS) + " |")
+    lines += comparison_table(comparisons)
     if checks.get("alpha"):
         worst = max((c["max_abs_diff_from_1_minus_(T/Tmax)^2"] or 0.0) for c in checks["alpha"])
         lines += ["", f"BBN faithfulness: the alpha logged in every epoch of {len(checks['alpha'])} BBN run(s) "
@@ -665,9 +750,11 @@ def write_report(args: Any, root: Path, report: _common.Report, statuses: dict[s
     report.data["excluded_runs"] = [{"run": r["run"], "precision": r["precision"]} for r in excluded]
     rows = aggregate(runs)
     checks = faithfulness(runs, root)
+    comparisons = against(runs, "bbn")
     report.results.extend(rows)
     report.data["runs"] = [{k: v for k, v in r.items()} for r in runs]
     report.data["faithfulness"] = checks
+    report.data["bbn_against"] = comparisons
     report.data["this_invocation"] = statuses
     md_path = report.path.with_suffix(".md")
     default_plots = (report.path.with_suffix("") if args.quick or args.out is not None
@@ -676,7 +763,7 @@ def write_report(args: Any, root: Path, report: _common.Report, statuses: dict[s
     report.data["markdown"] = str(md_path)
     report.data["plots"] = plots(runs, checks, plot_dir) if runs else []
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, checks, report.settings)
+    text = markdown(rows, checks, report.settings, comparisons)
     if excluded:
         text += ("\nLeft out of every table (another precision than this grid's " + args.precision + "): "
                  + ", ".join(f"{r['run']} ({r['precision']})" for r in excluded) + ".\n")

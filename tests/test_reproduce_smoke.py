@@ -216,3 +216,45 @@ def test_a_run_of_another_precision_is_left_out_of_the_tables(tmp_path: Path) ->
     (ce,) = report["results"]
     assert ce["method"] == "ce" and ce["n"] == 2 and ce["top1_mean"] == pytest.approx(75.0)
     assert "ce-ir100-s2-natural (bf16)" in out.with_suffix(".md").read_text(encoding="utf-8")
+
+
+def test_permutation_test_matches_hand_enumeration() -> None:
+    # a = [1, 2] against b = [3, 4, 10]: 10 splits; |mean_a - mean_b| >= 25/6 for {1,2}, {3,10}, {4,10},
+    # and the largest gap, 5, only for {4,10}.
+    test = reproduce.permutation_test({"natural": [1.0, 2.0]}, {"natural": [3.0, 4.0, 10.0]})
+    assert test["diff"] == pytest.approx(1.5 - 17 / 3)
+    assert test["p"] == pytest.approx(3 / 10) and test["p_min"] == pytest.approx(1 / 10)
+    assert (test["n_a"], test["n_b"]) == (2, 3)
+    # Two strata of [1, 2] against [3, 4]: 6 × 6 splits, as extreme only when both strata split alike.
+    strat = reproduce.permutation_test({"natural": [1.0, 2.0], "permuted": [1.0, 2.0]},
+                                       {"natural": [3.0, 4.0], "permuted": [3.0, 4.0]})
+    assert strat["diff"] == pytest.approx(-2.0) and strat["p"] == pytest.approx(2 / 36)
+    # Labels are never swapped across strata: a constant offset between orders changes nothing.
+    shifted = reproduce.permutation_test({"natural": [1.0, 2.0], "permuted": [51.0, 52.0]},
+                                         {"natural": [3.0, 4.0], "permuted": [53.0, 54.0]})
+    assert shifted["p"] == pytest.approx(2 / 36)
+    # A stratum only one side has is left out; no shared stratum, no test.
+    assert reproduce.permutation_test({"natural": [1.0], "permuted": [9.0, 9.5]},
+                                      {"natural": [2.0]})["n_a"] == 1
+    assert reproduce.permutation_test({"permuted": [1.0]}, {"natural": [2.0]})["p"] is None
+
+
+def test_bbn_is_compared_with_every_method_at_the_largest_ratio() -> None:
+    def run(method: str, order: str, top1: float, ratio: float = 100.0) -> dict[str, Any]:
+        return {"method": method, "order": order, "imbalance_ratio": ratio, "top1": top1,
+                "few_shot": None if method == "rs" else top1 - 10}
+
+    runs = [run("bbn", "natural", 70.0), run("bbn", "natural", 72.0), run("bbn", "permuted", 60.0),
+            run("ce", "natural", 75.0), run("ce", "natural", 77.0), run("ce", "permuted", 61.0),
+            run("rs", "natural", 80.0), run("ce", "natural", 10.0, ratio=10.0)]
+    rows = {r["against"]: r for r in reproduce.against(runs, "bbn")}
+    assert list(rows) == ["ce", "rs"]
+    ce = rows["ce"]
+    assert (ce["top1_n_a"], ce["top1_n_b"]) == (3, 3)  # the IR 10 run is not pooled in
+    assert ce["top1_diff"] == pytest.approx((70 + 72 + 60) / 3 - (75 + 77 + 61) / 3)
+    assert ce["top1_p"] == pytest.approx(
+        reproduce.permutation_test({"natural": [70.0, 72.0], "permuted": [60.0]},
+                                   {"natural": [75.0, 77.0], "permuted": [61.0]})["p"])
+    assert rows["rs"]["top1_n_b"] == 1 and rows["rs"]["few_shot_p"] is None  # rs has no few-shot value
+    lines = reproduce.comparison_table(list(rows.values()))
+    assert lines[5].startswith("| ce | 3 / 3 | -3.67 |") and lines[6].startswith("| rs | 2 / 1 | -9.00 |")
