@@ -141,6 +141,8 @@ def run_overrides(key: RunKey, args: Any, run_dir: Path, stage1_dir: Path | None
             f"data.imbalance_ratio={key.ratio:g}", f"data.permute_classes={str(key.order == 'permuted').lower()}"]
     if args.n_max is not None:
         data.append(f"data.n_max={args.n_max}")
+    if getattr(args, "data_root", None) is not None and not quick:
+        data.append(f"data.root={Path(args.data_root).resolve()}")
     epochs = args.epochs
     optim = ["optim.lr=0.1", "optim.momentum=0.9", "optim.weight_decay=2e-4"]
     if key.method in CLASSIFIER_RETRAINING:
@@ -818,6 +820,8 @@ def parse_args(argv: list[str] | None = None) -> Any:
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="start no run that its estimate says would not finish within this many minutes")
     parser.add_argument("--device", default="auto", help="train.device of the runs (default auto)")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="folder with the four Fashion-MNIST IDX files (default: /usr/share/datasets/fashion-mnist)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="fp32 (default) or bf16: autocast to bfloat16 with channels_last (train.amp_dtype); "
                              "its runs go to a folder of their own (suffix -bf16)")

@@ -159,6 +159,11 @@ def test_budget_overrides_follow_the_stated_recipe(tmp_path: Path) -> None:
     bf16 = load_config(quickstart_config_path(), reproduce.run_overrides(
         key, reproduce.parse_args(["--precision", "bf16"]), tmp_path / key.name, None))
     assert bf16.train.amp is True and bf16.train.amp_dtype == "bfloat16" and bf16.train.channels_last is True
+    # The data folder is the package default unless --data-root names one (the GPU grid carries its files).
+    assert config.data.root is None
+    rooted = load_config(quickstart_config_path(), reproduce.run_overrides(
+        key, reproduce.parse_args(["--data-root", str(tmp_path / "fmnist")]), tmp_path / key.name, None))
+    assert rooted.data.root == str(tmp_path / "fmnist") and rooted.data.dataset == "fashion_mnist"
 
 
 def test_readme_table_rounds_and_leaves_missing_cells_empty() -> None:
