@@ -246,10 +246,61 @@ def grid(args: Any) -> list[RunKey]:
     return keys
 
 
+def claim(lock: Path) -> str | None:
+    """Take the lock of one run for this process; None when taken, else who holds it.
+
+    Two invocations on one runs folder (say, two shells with overlapping ``--methods``) would
+    otherwise train the same run into the same folder. The lock file holds ``host pid``; one left
+    by a process that is gone on this host is taken over, one from another host is respected.
+    """
+    import socket
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = lock.read_text(encoding="utf-8").strip() if lock.is_file() else ""
+            host, _, pid = holder.partition(" ")
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                lock.unlink(missing_ok=True)  # its process is gone: the run is free
+                continue
+            return holder or "an unknown process"
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(me + "\n")
+        return None
+    return "a process that keeps re-taking it"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_one(key: RunKey, args: Any, root: Path, deadline: float | None) -> str:
     """Train (or resume) one run; returns what happened, in a word or two."""
     run_dir = root / key.name
     if (run_dir / "results.json").is_file():
+        return "done before"
+    lock = root / ".locks" / f"{key.name}.lock"
+    holder = claim(lock)
+    if holder is not None:
+        return (f"skipped: another invocation is training it ({holder}); if none is, delete {lock}")
+    try:
+        return _run_claimed(key, args, root, deadline)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run_claimed(key: RunKey, args: Any, root: Path, deadline: float | None) -> str:
+    run_dir = root / key.name
+    if (run_dir / "results.json").is_file():  # finished by another invocation before the lock was taken
         return "done before"
     stage1_dir = None
     if key.method in STAGE1_OF:

@@ -76,6 +76,7 @@ def test_quick_run_trains_the_grid_and_writes_the_report(first_run: tuple[Path, 
     assert not (root / "tau_norm-ir10-s0-natural" / "last.pt").exists()  # pruned: tau_norm is not in KEEP_LAST
     ce = root / "ce-ir10-s0-natural"
     assert (ce / "last.pt").is_file() and not (ce / "best.pt").exists()
+    assert not list((root / ".locks").glob("*"))  # every run's lock is released
     markdown = (tmp / "reproduce.md").read_text(encoding="utf-8")
     assert "| bbn |" in markdown and "(n=1)" in markdown and "*bbn − ce*" in markdown
     alpha = report["faithfulness"]["alpha"]
@@ -263,3 +264,31 @@ def test_bbn_is_compared_with_every_method_at_the_largest_ratio() -> None:
     assert rows["rs"]["top1_n_b"] == 1 and rows["rs"]["few_shot_p"] is None  # rs has no few-shot value
     lines = reproduce.comparison_table(list(rows.values()))
     assert lines[5].startswith("| ce | 3 / 3 | -3.67 |") and lines[6].startswith("| rs | 2 / 1 | -9.00 |")
+
+
+def test_a_run_another_invocation_is_training_is_not_trained_twice(tmp_path: Path) -> None:
+    import socket
+
+    # Two shells with overlapping --methods once trained one run into one folder at the same time.
+    args = reproduce.parse_args(["--epochs", "60", "--n-max", "1000", "--ratios", "100", "--out-dir", str(tmp_path)])
+    key = reproduce.RunKey("rs", 100.0, 0, "permuted")
+    root = tmp_path / "budget"
+    lock = root / ".locks" / f"{key.name}.lock"
+    lock.parent.mkdir(parents=True)
+    host = socket.gethostname()
+    lock.write_text(f"{host} {os.getpid()}\n", encoding="utf-8")  # held by a live process (this one)
+    status = reproduce.run_one(key, args, root, None)
+    assert status.startswith("skipped: another invocation is training it") and str(lock) in status
+    assert not (root / key.name).exists() and not (root / ".logs").exists()  # nothing started, nothing written
+    assert lock.read_text(encoding="utf-8") == f"{host} {os.getpid()}\n"  # and the holder keeps its lock
+    # A lock whose process has ended is taken over; one from another host is respected.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock.write_text(f"{host} {gone.pid}\n", encoding="utf-8")
+    assert reproduce.claim(lock) is None and lock.read_text(encoding="utf-8").split() == [host, str(os.getpid())]
+    lock.write_text("another-host 1\n", encoding="utf-8")
+    assert reproduce.claim(lock) == "another-host 1"
+    # A finished run is reported as such without taking its lock.
+    (root / key.name).mkdir()
+    (root / key.name / "results.json").write_text("{}", encoding="utf-8")
+    assert reproduce.run_one(key, args, root, None) == "done before"
