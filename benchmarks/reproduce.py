@@ -455,12 +455,14 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def permutation_test(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, Any]:
-    """Exact two-sided permutation test of ``mean(a) − mean(b)``, labels permuted within each stratum.
+    """Exact two-sided permutation test of ``a`` against ``b``, labels permuted within each stratum.
 
     ``a`` and ``b`` map a stratum (a class order) to that method's values in it; only strata
-    both have are used. Every split of each stratum's pooled values into the two sizes is
-    enumerated (20 × 20 for 3 against 3 seeds in two orders), so ``p`` is exact; ``p_min`` is
-    the smallest p these sizes can give at all (no gap is significant at a level below it).
+    both have are used. The statistic is the mean over those strata of ``mean(a_s) − mean(b_s)``
+    (each order counts the same, however many seeds it has so far). Every split of each
+    stratum's pooled values into the two sizes is enumerated (20 × 20 for 3 against 3 seeds in
+    two orders), so ``p`` is exact; ``p_min`` is the smallest p these sizes can give at all (no
+    gap is significant at a level below it).
 
     >>> permutation_test({"natural": [1.0, 2.0]}, {"natural": [3.0, 4.0]})
     {'diff': -2.0, 'p': 0.3333333333333333, 'p_min': 0.3333333333333333, 'n_a': 2, 'n_b': 2}
@@ -469,28 +471,33 @@ def permutation_test(a: dict[str, list[float]], b: dict[str, list[float]]) -> di
     n_a, n_b = sum(len(a[s]) for s in strata), sum(len(b[s]) for s in strata)
     if not strata:
         return {"diff": None, "p": None, "p_min": None, "n_a": 0, "n_b": 0}
-    total = sum(sum(a[s]) + sum(b[s]) for s in strata)
-    # The statistic depends on a split only through the sum of the values labelled a.
-    sums = [0.0]
+
+    def gap(values: Sequence[float], chosen: Sequence[int], size_a: int) -> float:
+        # A stratum's share of the statistic: its difference of means, over the number of strata.
+        in_a = sum(values[i] for i in chosen)
+        return (in_a / size_a - (sum(values) - in_a) / (len(values) - size_a)) / len(strata)
+
+    observed = 0.0
+    statistics_ = [0.0]  # the statistic of every split of all strata, built one stratum at a time
     for s in strata:
-        pooled = a[s] + b[s]
-        stratum = [sum(pooled[i] for i in chosen) for chosen in combinations(range(len(pooled)), len(a[s]))]
-        sums = [x + y for x in sums for y in stratum]
-
-    def statistic(sum_a: float) -> float:
-        return sum_a / n_a - (total - sum_a) / n_b
-
-    observed = statistic(sum(sum(a[s]) for s in strata))
-    values = [abs(statistic(x)) for x in sums]
-    tol = 1e-9 * max(1.0, max(values))
+        pooled, size_a = a[s] + b[s], len(a[s])
+        observed += gap(pooled, range(size_a), size_a)
+        shares = [gap(pooled, chosen, size_a) for chosen in combinations(range(len(pooled)), size_a)]
+        statistics_ = [x + y for x in statistics_ for y in shares]
+    values = [abs(v) for v in statistics_]
     largest = max(values)
+    tol = 1e-9 * max(1.0, largest)
     return {"diff": observed, "p": sum(v >= abs(observed) - tol for v in values) / len(values),
             "p_min": sum(v >= largest - tol for v in values) / len(values), "n_a": n_a, "n_b": n_b}
 
 
 def against(runs: list[dict[str, Any]], method: str = "bbn",
             metrics: Sequence[str] = ("top1", "few_shot")) -> list[dict[str, Any]]:
-    """``method`` against every other method at the largest IR: both orders pooled, tested within each."""
+    """``method`` against every other method at the largest IR: both orders pooled, tested within each.
+
+    The differences are :func:`permutation_test`'s: the mean over the class orders both methods
+    have of the difference of their means in that order.
+    """
     if not runs:
         return []
     ratio = max(r["imbalance_ratio"] for r in runs)
@@ -633,7 +640,8 @@ def comparison_table(comparisons: Sequence[dict[str, Any]]) -> list[str]:
 
     floor = min((c["top1_p_min"] for c in comparisons if c["top1_p_min"] is not None), default=None)
     lines = ["", f"{first['method']} against each method at IR {first['imbalance_ratio']:g}, both class orders pooled: "
-                 f"difference of the means ({first['method']} − method, points) and the p of an exact two-sided "
+                 f"difference of the means ({first['method']} − method, points, the mean over the class orders "
+                 "both have of the difference in that order) and the p of an exact two-sided "
                  "permutation test that permutes the method labels within each class order (3 seeds in each of "
                  "two orders give 400 splits, so p can go down to 0.005; the last column is the floor for the "
                  f"runs finished, {number(floor, '.3g')} at best).", "",

@@ -235,6 +235,14 @@ def test_permutation_test_matches_hand_enumeration() -> None:
     strat = reproduce.permutation_test({"natural": [1.0, 2.0], "permuted": [1.0, 2.0]},
                                        {"natural": [3.0, 4.0], "permuted": [3.0, 4.0]})
     assert strat["diff"] == pytest.approx(-2.0) and strat["p"] == pytest.approx(2 / 36)
+    # Unequal strata: a = {n: [1, 2], p: [10]}, b = {n: [3], p: [11, 12]}. Statistic: the mean of the two
+    # within-order gaps. Order n's 3 splits give gaps -1.5, 0, +1.5 (a = {1,2}, {1,3}, {2,3}); order p's
+    # the same (a = {10}, {11}, {12}); observed (-1.5 - 1.5) / 2 = -1.5. |mean| >= 1.5 for (-1.5, -1.5) and
+    # (+1.5, +1.5) only: p = 2 / 9, and nothing is larger: p_min = 2 / 9.
+    uneven = reproduce.permutation_test({"natural": [1.0, 2.0], "permuted": [10.0]},
+                                        {"natural": [3.0], "permuted": [11.0, 12.0]})
+    assert uneven["diff"] == pytest.approx(-1.5)
+    assert uneven["p"] == pytest.approx(2 / 9) and uneven["p_min"] == pytest.approx(2 / 9)
     # Labels are never swapped across strata: a constant offset between orders changes nothing.
     shifted = reproduce.permutation_test({"natural": [1.0, 2.0], "permuted": [51.0, 52.0]},
                                          {"natural": [3.0, 4.0], "permuted": [53.0, 54.0]})
@@ -257,13 +265,13 @@ def test_bbn_is_compared_with_every_method_at_the_largest_ratio() -> None:
     assert list(rows) == ["ce", "rs"]
     ce = rows["ce"]
     assert (ce["top1_n_a"], ce["top1_n_b"]) == (3, 3)  # the IR 10 run is not pooled in
-    assert ce["top1_diff"] == pytest.approx((70 + 72 + 60) / 3 - (75 + 77 + 61) / 3)
+    assert ce["top1_diff"] == pytest.approx(((71 - 76) + (60 - 61)) / 2)  # each order counts the same
     assert ce["top1_p"] == pytest.approx(
         reproduce.permutation_test({"natural": [70.0, 72.0], "permuted": [60.0]},
                                    {"natural": [75.0, 77.0], "permuted": [61.0]})["p"])
     assert rows["rs"]["top1_n_b"] == 1 and rows["rs"]["few_shot_p"] is None  # rs has no few-shot value
     lines = reproduce.comparison_table(list(rows.values()))
-    assert lines[5].startswith("| ce | 3 / 3 | -3.67 |") and lines[6].startswith("| rs | 2 / 1 | -9.00 |")
+    assert lines[5].startswith("| ce | 3 / 3 | -3.00 |") and lines[6].startswith("| rs | 2 / 1 | -9.00 |")
 
 
 def test_a_run_another_invocation_is_training_is_not_trained_twice(tmp_path: Path) -> None:
