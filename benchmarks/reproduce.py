@@ -47,7 +47,9 @@ for a one-minute smoke test on the embedded data).
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -98,6 +100,9 @@ PLOT_PANELS = (("re-sampling and re-weighting", ("rs", "rw", "drw", "ldam_drw", 
                ("decoupling and experts", ("crt", "lws", "tau_norm", "ride")))
 VAL_FRACTION = 0.1
 SAFETY = 1.15  # estimates are multiplied by this before a run is started against --max-minutes
+# The comparison test enumerates every split up to this many; beyond (many seeds) it samples.
+EXACT_SPLITS = 200_000
+MONTE_CARLO_DRAWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -462,7 +467,8 @@ def permutation_test(a: dict[str, list[float]], b: dict[str, list[float]]) -> di
     (each order counts the same, however many seeds it has so far). Every split of each
     stratum's pooled values into the two sizes is enumerated (20 × 20 for 3 against 3 seeds in
     two orders), so ``p`` is exact; ``p_min`` is the smallest p these sizes can give at all (no
-    gap is significant at a level below it).
+    gap is significant at a level below it). Beyond ``EXACT_SPLITS`` splits (many seeds) the
+    splits are sampled instead (``MONTE_CARLO_DRAWS``, fixed seed; ``p = (hits + 1) / (draws + 1)``).
 
     >>> permutation_test({"natural": [1.0, 2.0]}, {"natural": [3.0, 4.0]})
     {'diff': -2.0, 'p': 0.3333333333333333, 'p_min': 0.3333333333333333, 'n_a': 2, 'n_b': 2}
@@ -477,11 +483,25 @@ def permutation_test(a: dict[str, list[float]], b: dict[str, list[float]]) -> di
         in_a = sum(values[i] for i in chosen)
         return (in_a / size_a - (sum(values) - in_a) / (len(values) - size_a)) / len(strata)
 
-    observed = 0.0
+    observed = sum(gap(a[s] + b[s], range(len(a[s])), len(a[s])) for s in strata)
+    splits = math.prod(math.comb(len(a[s]) + len(b[s]), len(a[s])) for s in strata)
+    if splits > EXACT_SPLITS:
+        # Too many splits to enumerate (many seeds): a Monte Carlo test with a fixed seed instead.
+        rng = random.Random(0)
+        draws = []
+        for _ in range(MONTE_CARLO_DRAWS):
+            total = 0.0
+            for s in strata:
+                pooled, size_a = a[s] + b[s], len(a[s])
+                total += gap(pooled, rng.sample(range(len(pooled)), size_a), size_a)
+            draws.append(abs(total))
+        tol = 1e-9 * max(1.0, abs(observed))
+        hits = sum(v >= abs(observed) - tol for v in draws)
+        return {"diff": observed, "p": (hits + 1) / (MONTE_CARLO_DRAWS + 1), "p_min": 1 / (MONTE_CARLO_DRAWS + 1),
+                "n_a": n_a, "n_b": n_b}
     statistics_ = [0.0]  # the statistic of every split of all strata, built one stratum at a time
     for s in strata:
         pooled, size_a = a[s] + b[s], len(a[s])
-        observed += gap(pooled, range(size_a), size_a)
         shares = [gap(pooled, chosen, size_a) for chosen in combinations(range(len(pooled)), size_a)]
         statistics_ = [x + y for x in statistics_ for y in shares]
     values = [abs(v) for v in statistics_]

@@ -300,3 +300,17 @@ def test_a_run_another_invocation_is_training_is_not_trained_twice(tmp_path: Pat
     (root / key.name).mkdir()
     (root / key.name / "results.json").write_text("{}", encoding="utf-8")
     assert reproduce.run_one(key, args, root, None) == "done before"
+
+
+def test_permutation_test_samples_when_there_are_too_many_splits() -> None:
+    # 10 seeds against 10 in two orders: 184,756² splits, far past EXACT_SPLITS.
+    low, high = [float(v) for v in range(10)], [float(v) for v in range(100, 110)]
+    started = time.perf_counter()
+    apart = reproduce.permutation_test({"natural": low, "permuted": low}, {"natural": high, "permuted": high})
+    assert time.perf_counter() - started < 30
+    assert apart["diff"] == pytest.approx(-100.0)
+    # No sampled split is as extreme as the observed one: p is its floor, 1 / (draws + 1).
+    assert apart["p"] == pytest.approx(1 / (reproduce.MONTE_CARLO_DRAWS + 1)) == apart["p_min"]
+    mixed = [float(v) for v in range(0, 20, 2)], [float(v) for v in range(1, 21, 2)]
+    level = reproduce.permutation_test({"natural": mixed[0]}, {"natural": mixed[1]})  # C(20, 10) = 184,756
+    assert level["diff"] == pytest.approx(-1.0) and level["p"] > 0.5  # interleaved values: no real gap
